@@ -1,0 +1,170 @@
+"""``s2gr``: the one command line of the project (DVC stages call ``s2gr stage NAME``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+import time
+
+from s2gr import env
+
+EPILOG = """\
+examples:
+  s2gr stages                 list the pipeline stages with their inputs and outputs
+  s2gr stage split            run one stage (what every dvc.yaml cmd does), logged to MLflow
+  s2gr params                 every parameter of params.yaml with its meaning
+  dvc repro                   run the whole pipeline; only stale stages re-run
+  dvc exp run -S data.name=amazon-beauty
+                              the same pipeline on Amazon Beauty, as a DVC experiment
+
+environment:
+  S2GR_DATA_DIR               folder with local dataset copies (overrides data.source_dir)
+  MLFLOW_TRACKING_URI         MLflow store (default: sqlite:///<project>/mlflow.db)
+  S2GR_MLFLOW_PARENT_RUN_ID   nest stage runs under this MLflow run (set by the Prefect flow)
+  S2GR_TRACKING=off           run stages without MLflow logging
+"""
+
+
+def _stage_table() -> str:
+    from s2gr_core.stages import STAGES
+
+    lines = []
+    for s in STAGES:
+        lines.append(f"  {s.name:<10} {s.help}")
+        for label, paths in (("in ", list(s.deps.values())), ("out", [*s.outs.values(), *s.metrics.values()])):
+            if paths:
+                lines.append(f"  {'':<10}   {label}: {', '.join(paths)}")
+    return "\n".join(lines)
+
+
+def cmd_stages(_: argparse.Namespace) -> int:
+    print("Pipeline stages, in DAG order (dvc.yaml runs each as `s2gr stage NAME`):\n")
+    print(_stage_table())
+    return 0
+
+
+def cmd_params(_: argparse.Namespace) -> int:
+    from s2gr_core.config import describe, load_params
+
+    root = env.find_root()
+    params = load_params(root / "params.yaml")
+    for key, help_text in describe():
+        section, _, field = key.partition(".")
+        value = params.section(section)[field]
+        print(f"{key} = {value!r}")
+        print(textwrap.indent(textwrap.fill(help_text, 90), "    "))
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    import os
+
+    from s2gr_core.config import ConfigError, load_params
+    from s2gr_core.stages import StageFailed, get_stage
+
+    root = env.find_root()
+    env.configure(root)
+    try:
+        stage = get_stage(args.name)
+        params = load_params(root / "params.yaml")
+    except (KeyError, ConfigError) as exc:
+        print(f"s2gr: error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    os.chdir(root)
+    track = os.environ.get("S2GR_TRACKING", "on").lower() not in ("off", "0", "false") and not args.no_track
+    run = None
+    if track:
+        from s2gr.tracking import StageRun
+
+        logged = {key: _param_value(params, key) for key in stage.params}
+        run = StageRun(root, stage.name, logged, params.tracking.experiment, params.data.name)
+    started = time.time()
+    print(f"[{stage.name}] {stage.help}", flush=True)
+    try:
+        result = stage.run(params, root)
+    except StageFailed as exc:
+        print(f"[{stage.name}] FAILED: {exc}", file=sys.stderr)
+        if run is not None:
+            run.set_tags({"error": str(exc)})
+            run.log_artifacts(exc.artifacts)
+            run.close(ok=False)
+        return 1
+    except Exception as exc:
+        # Bad input files raise typed errors (DataFormatError, FetchError, ValueError) whose
+        # message names the file and line; show that, not a traceback, unless asked.
+        print(f"[{stage.name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if run is not None:
+            run.set_tags({"error": f"{type(exc).__name__}: {exc}"})
+            run.close(ok=False)
+        if os.environ.get("S2GR_DEBUG"):
+            raise
+        return 1
+    elapsed = time.time() - started
+    if run is not None:
+        if result.params:
+            run.set_tags({f"result.{k}": v for k, v in result.params.items()})
+        run.log_metrics(result.metrics)
+        run.log_artifacts(result.artifacts + [root / p for p in stage.metrics.values()])
+        run.close(ok=True)
+    where = f"; MLflow run {run.run_id} (parent {run.parent.run_id})" if run is not None else ""
+    print(f"[{stage.name}] done in {elapsed:.1f}s: {result.summary}{where}", flush=True)
+    return 0
+
+
+def _param_value(params: object, dotted: str) -> object:
+    value = params
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(value)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from s2gr_core.stages import STAGES
+
+    parser = argparse.ArgumentParser(
+        prog="s2gr",
+        description="S2GR: reasoning-enhanced generative recommendation as a reproducible pipeline "
+        "(DVC stages, Prefect flows, MLflow tracking).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser(
+        "stage",
+        help="run one pipeline stage (what dvc.yaml calls)",
+        description="Run one stage: read its declared inputs, write its declared outputs atomically, "
+        "log a nested MLflow run. Exit status 1 when the stage rejects its input (outputs of the last "
+        "good run are kept), 2 for a usage or configuration error.\n\nstages:\n" + _stage_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", choices=[s.name for s in STAGES], metavar="NAME", help="stage name (see below)")
+    p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
+    p.set_defaults(func=cmd_stage)
+    p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
+    p.set_defaults(func=cmd_stages)
+    p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")
+    p.set_defaults(func=cmd_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    env.configure()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args))
+    except env.ProjectNotFound as exc:
+        print(f"s2gr: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

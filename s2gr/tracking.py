@@ -1,0 +1,191 @@
+"""MLflow tracking: one parent run per pipeline run, one nested run per stage.
+
+How stage runs find their parent (documented in the README):
+
+1. ``S2GR_MLFLOW_PARENT_RUN_ID`` set (the Prefect flow sets it): nest under it.
+2. Else, under the same ``dvc repro`` / ``dvc exp run`` process: every stage of
+   one DVC invocation shares the parent tagged ``s2gr.group=dvc-<pid>-<start>``.
+3. Else (a stage run by hand): a parent of its own.
+
+Embedded default: ``sqlite:///<root>/mlflow.db`` with artifacts in
+``<root>/mlartifacts``; ``MLFLOW_TRACKING_URI`` points elsewhere (e.g. a server).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import time
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PARENT_ENV = "S2GR_MLFLOW_PARENT_RUN_ID"
+MAX_PARAM_LEN = 6000
+
+
+def tracking_root(root: Path) -> Path:
+    # ``dvc exp run --temp/--queue`` runs in a copy; DVC_ROOT names the real project.
+    return Path(os.environ.get("DVC_ROOT") or root)
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tracking_root(root) / 'mlflow.db'}"
+
+
+def _quiet() -> None:
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def client(root: Path) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    _quiet()
+    return MlflowClient(tracking_uri=tracking_uri(root))
+
+
+def experiment_id(mlf: Any, name: str, root: Path) -> str:
+    exp = mlf.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    uri = tracking_uri(root)
+    local = not uri.startswith(("http://", "https://", "databricks"))
+    location = (tracking_root(root) / "mlartifacts").as_uri() if local else None
+    try:
+        return mlf.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another stage
+        exp = mlf.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_info(root: Path) -> dict[str, str]:
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    dirty = "true" if git("status", "--porcelain", "--untracked-files=no") else "false"
+    return {"git_commit": commit, "mlflow.source.git.commit": commit, "git_dirty": dirty}
+
+
+def dvc_group() -> tuple[str, str] | None:
+    """(group key, command line) of the ``dvc`` process this stage runs under, if any."""
+    import psutil
+
+    with suppress(psutil.Error):
+        proc = psutil.Process().parent()
+        while proc is not None:
+            cmd = proc.cmdline()
+            for i, arg in enumerate(cmd[:3]):  # dvc ..., python -m dvc ..., python .../bin/dvc ...
+                if os.path.basename(arg) == "dvc":
+                    return f"dvc-{proc.pid}-{int(proc.create_time())}", " ".join(["dvc", *cmd[i + 1 :]])
+            proc = proc.parent()
+    return None
+
+
+def base_tags(root: Path, dataset: str) -> dict[str, str]:
+    tags = {**git_info(root), "dataset": dataset}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
+    return tags
+
+
+def start_pipeline_run(root: Path, experiment: str, dataset: str, trigger: str, group: str | None = None) -> str:
+    """Create the parent run of one pipeline run; returns its id."""
+    mlf = client(root)
+    tags = {**base_tags(root, dataset), "s2gr.kind": "pipeline", "s2gr.trigger": trigger,
+            "s2gr.group": group or f"run-{uuid.uuid4().hex[:12]}"}
+    name = f"pipeline-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = mlf.create_run(experiment_id(mlf, experiment, root), run_name=name, tags=tags)
+    return run.info.run_id
+
+
+def end_run(root: Path, run_id: str, ok: bool) -> None:
+    client(root).set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+@dataclass(slots=True)
+class Parent:
+    run_id: str
+    owned: bool  # this stage process manages the parent's status
+
+
+def find_or_create_parent(root: Path, experiment: str, dataset: str) -> Parent:
+    if os.environ.get(PARENT_ENV):
+        return Parent(os.environ[PARENT_ENV], owned=False)
+    mlf = client(root)
+    group = dvc_group()
+    if group is not None:
+        key, cmd = group
+        exp_id = experiment_id(mlf, experiment, root)
+        found = mlf.search_runs([exp_id], filter_string=f"tags.`s2gr.group` = '{key}'", max_results=1)
+        if found:
+            mlf.update_run(found[0].info.run_id, status="RUNNING")
+            return Parent(found[0].info.run_id, owned=True)
+        return Parent(start_pipeline_run(root, experiment, dataset, trigger=cmd, group=key), owned=True)
+    return Parent(start_pipeline_run(root, experiment, dataset, trigger="s2gr stage"), owned=True)
+
+
+def flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+class StageRun:
+    """A nested MLflow run for one stage. Usage::
+
+    with StageRun(root, "split", params_dict, experiment, dataset) as run:
+        ...; run.finish(metrics, artifacts)
+    """
+
+    def __init__(self, root: Path, stage: str, params: dict[str, Any], experiment: str, dataset: str):
+        from mlflow.entities import Param
+
+        self.root, self.stage = root, stage
+        self.mlf = client(root)
+        self.parent = find_or_create_parent(root, experiment, dataset)
+        tags = {**base_tags(root, dataset), "stage": stage, "mlflow.parentRunId": self.parent.run_id}
+        exp_id = self.mlf.get_run(self.parent.run_id).info.experiment_id
+        self.run_id = self.mlf.create_run(exp_id, run_name=stage, tags=tags).info.run_id
+        flat = {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten("", params).items()}
+        self.mlf.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+        self.started = time.time()
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if not numeric:
+            return
+        self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in numeric.items()])
+        # Copies on the parent, prefixed by stage, so one row compares whole pipeline runs.
+        self.mlf.log_batch(
+            self.parent.run_id, metrics=[Metric(f"{self.stage}/{k}", v, now, 0) for k, v in numeric.items()]
+        )
+
+    def log_artifacts(self, paths: list[Path]) -> None:
+        for path in paths:
+            if path.is_file():
+                self.mlf.log_artifact(self.run_id, str(path), artifact_path=self.stage)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.mlf.set_tag(self.run_id, k, str(v)[:5000])
+
+    def close(self, ok: bool) -> None:
+        self.log_metrics({"duration_s": round(time.time() - self.started, 3)})
+        status = "FINISHED" if ok else "FAILED"
+        self.mlf.set_terminated(self.run_id, status=status)
+        if self.parent.owned:
+            self.mlf.set_terminated(self.parent.run_id, status=status)

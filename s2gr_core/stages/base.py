@@ -1,0 +1,52 @@
+"""What a stage is: a typed function plus its declared inputs, outputs and parameters.
+
+The registry (``s2gr_core.stages.STAGES``) is the single declaration that both
+``dvc.yaml`` (checked by a contract test) and the CLI (``s2gr stage NAME``) use.
+A stage function is called as ``fn(params, **paths)`` where ``paths`` maps each
+declared dep/out name to an absolute :class:`~pathlib.Path`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from s2gr_core.config import Params
+
+
+class StageFailed(RuntimeError):
+    """A stage rejected its input. ``artifacts`` are files that explain why (e.g. a report)."""
+
+    def __init__(self, message: str, artifacts: list[Path] | None = None):
+        super().__init__(message)
+        self.artifacts = artifacts or []
+
+
+@dataclass(slots=True)
+class StageResult:
+    """What a stage reports back, for logging (MLflow) and the console."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # run details worth recording (e.g. source)
+    artifacts: list[Path] = field(default_factory=list)
+    summary: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    fn: Callable[..., StageResult]
+    help: str
+    deps: dict[str, str]  # argument name -> path relative to the project root
+    outs: dict[str, str]
+    params: tuple[str, ...]  # params.yaml sections / dotted keys the stage reads
+    metrics: dict[str, str] = field(default_factory=dict)  # DVC metrics outputs (cache: false)
+    code: tuple[str, ...] = ()  # source paths whose change must re-run the stage
+
+    def paths(self, root: Path) -> dict[str, Path]:
+        return {k: root / v for k, v in {**self.deps, **self.outs, **self.metrics}.items()}
+
+    def run(self, params: Params, root: Path) -> StageResult:
+        return self.fn(params, **self.paths(root))
