@@ -9,6 +9,10 @@ import time
 
 from s2gr import env
 
+EXIT_REJECTED = 1  # the stage rejected its input (bad data / config): last good outputs kept
+EXIT_USAGE = 2
+EXIT_ERROR = 3  # an unexpected failure (possibly transient)
+
 EPILOG = """\
 examples:
   s2gr stages                 list the pipeline stages with their inputs and outputs
@@ -70,7 +74,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         params = load_params(root / "params.yaml")
     except (KeyError, ConfigError) as exc:
         print(f"s2gr: error: {exc.args[0]}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     os.chdir(root)
     track = os.environ.get("S2GR_TRACKING", "on").lower() not in ("off", "0", "false") and not args.no_track
     run = None
@@ -89,17 +93,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
             run.set_tags({"error": str(exc)})
             run.log_artifacts(exc.artifacts)
             run.close(ok=False)
-        return 1
+        return EXIT_REJECTED
     except Exception as exc:
-        # Bad input files raise typed errors (DataFormatError, FetchError, ValueError) whose
-        # message names the file and line; show that, not a traceback, unless asked.
+        # Bad input raises typed errors (DataFormatError, ValueError) whose message names the
+        # file and line: show that, not a traceback (S2GR_DEBUG=1 shows it). Exit 1 = input
+        # rejected (retrying cannot help); 3 = anything else (the flow may retry it).
         print(f"[{stage.name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         if run is not None:
             run.set_tags({"error": f"{type(exc).__name__}: {exc}"})
             run.close(ok=False)
         if os.environ.get("S2GR_DEBUG"):
             raise
-        return 1
+        return EXIT_REJECTED if isinstance(exc, ValueError) else EXIT_ERROR
     elapsed = time.time() - started
     if run is not None:
         if result.params:
@@ -138,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "stage",
         help="run one pipeline stage (what dvc.yaml calls)",
         description="Run one stage: read its declared inputs, write its declared outputs atomically, "
-        "log a nested MLflow run. Exit status 1 when the stage rejects its input (outputs of the last "
-        "good run are kept), 2 for a usage or configuration error.\n\nstages:\n" + _stage_table(),
+        "log a nested MLflow run. Exit status: 1 when the stage rejects its input (outputs of the last "
+        "good run are kept), 2 for a usage or configuration error, 3 for any other failure.\n\nstages:\n"
+        + _stage_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", choices=[s.name for s in STAGES], metavar="NAME", help="stage name (see below)")
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except env.ProjectNotFound as exc:
         print(f"s2gr: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -99,8 +99,12 @@ def base_tags(root: Path, dataset: str) -> dict[str, str]:
 def start_pipeline_run(root: Path, experiment: str, dataset: str, trigger: str, group: str | None = None) -> str:
     """Create the parent run of one pipeline run; returns its id."""
     mlf = client(root)
-    tags = {**base_tags(root, dataset), "s2gr.kind": "pipeline", "s2gr.trigger": trigger,
-            "s2gr.group": group or f"run-{uuid.uuid4().hex[:12]}"}
+    tags = {
+        **base_tags(root, dataset),
+        "s2gr.kind": "pipeline",
+        "s2gr.trigger": trigger,
+        "s2gr.group": group or f"run-{uuid.uuid4().hex[:12]}",
+    }
     name = f"pipeline-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = mlf.create_run(experiment_id(mlf, experiment, root), run_name=name, tags=tags)
     return run.info.run_id

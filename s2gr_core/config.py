@@ -74,9 +74,7 @@ class ValidateConfig:
 
 @dataclass(frozen=True, slots=True)
 class SplitConfig:
-    max_history: int = _help(
-        "Most recent items kept as the history of each validation/test example (TIGER uses 20)."
-    )
+    max_history: int = _help("Most recent items kept as the history of each validation/test example (TIGER uses 20).")
 
     def __post_init__(self) -> None:
         if self.max_history < 1:
@@ -101,9 +99,7 @@ class OrchestrationConfig:
         if self.retries < 0:
             raise ConfigError(f"orchestration.retries: must be >= 0, got {self.retries}")
         if self.retry_delay_seconds < 0:
-            raise ConfigError(
-                f"orchestration.retry_delay_seconds: must be >= 0, got {self.retry_delay_seconds}"
-            )
+            raise ConfigError(f"orchestration.retry_delay_seconds: must be >= 0, got {self.retry_delay_seconds}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,11 @@ class CheckResult:
             shown = []
             for ex in self.examples:
                 line = ex.get("source_line")
-                rest = ", ".join(f"{k}={v!r}" for k, v in ex.items() if k != "source_line")
+                # identifying keys first: "(user_key='99', n_interactions=3)"
+                fields = sorted(
+                    (kv for kv in ex.items() if kv[0] != "source_line"), key=lambda kv: not kv[0].endswith("_key")
+                )
+                rest = ", ".join(f"{k}={v!r}" for k, v in fields)
                 prefix = f"raw line {line} of {source}" if line is not None and source else "row"
                 shown.append(f"{prefix} ({rest})")
             text += ", e.g. " + "; ".join(shown)
@@ -140,20 +144,24 @@ def _interaction_suite(n_users: int, n_items: int, item_keys: list[str]) -> _Sui
     import great_expectations.expectations as E
 
     s = _Suite("interactions", ["source_line", "user_key", "item_key"])
-    s.add(E.ExpectTableColumnsToMatchSet(column_set=INTERACTION_COLUMNS, exact_match=False),
-          f"must have columns {INTERACTION_COLUMNS}")
+    s.add(
+        E.ExpectTableColumnsToMatchSet(column_set=INTERACTION_COLUMNS, exact_match=False),
+        f"must have columns {INTERACTION_COLUMNS}",
+    )
     s.add(E.ExpectTableRowCountToBeBetween(min_value=1), "must not be empty")
     for col in ("user_key", "item_key", "user_id", "position"):
         s.add(E.ExpectColumnValuesToNotBeNull(column=col), "must not be null")
-    s.add(E.ExpectColumnValuesToBeBetween(column="user_id", min_value=0, max_value=max(n_users - 1, 0)),
-          f"ids must lie in [0, {n_users - 1}]")
-    s.add(E.ExpectColumnValuesToBeBetween(column="item_id", min_value=0, max_value=max(n_items - 1, 0)),
-          f"ids must lie in [0, {n_items - 1}]")
+    s.add(
+        E.ExpectColumnValuesToBeBetween(column="user_id", min_value=0, max_value=max(n_users - 1, 0)),
+        f"ids must lie in [0, {n_users - 1}]",
+    )
+    s.add(
+        E.ExpectColumnValuesToBeBetween(column="item_id", min_value=0, max_value=max(n_items - 1, 0)),
+        f"ids must lie in [0, {n_items - 1}]",
+    )
     s.add(E.ExpectColumnValuesToBeBetween(column="position", min_value=0), "positions must be >= 0")
-    s.add(E.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "position"]),
-          "(user_id, position) must be unique")
-    s.add(E.ExpectColumnValuesToBeInSet(column="item_key", value_set=item_keys),
-          "values must exist in items.item_key")
+    s.add(E.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "position"]), "(user_id, position) must be unique")
+    s.add(E.ExpectColumnValuesToBeInSet(column="item_key", value_set=item_keys), "values must exist in items.item_key")
     return s
 
 
@@ -161,14 +169,17 @@ def _item_suite(n_items: int, text_severity: str) -> _Suite:
     import great_expectations.expectations as E
 
     s = _Suite("items", ["source_line", "item_key"])
-    s.add(E.ExpectTableColumnsToMatchSet(column_set=ITEM_COLUMNS, exact_match=False),
-          f"must have columns {ITEM_COLUMNS}")
+    s.add(
+        E.ExpectTableColumnsToMatchSet(column_set=ITEM_COLUMNS, exact_match=False), f"must have columns {ITEM_COLUMNS}"
+    )
     s.add(E.ExpectTableRowCountToBeBetween(min_value=1), "must not be empty")
     for col in ("item_key", "item_id"):
         s.add(E.ExpectColumnValuesToNotBeNull(column=col), "must not be null")
     s.add(E.ExpectColumnValuesToBeUnique(column="item_id"), "item ids must be unique (one row per item)")
-    s.add(E.ExpectColumnValuesToBeBetween(column="item_id", min_value=0, max_value=max(n_items - 1, 0)),
-          f"ids must lie in [0, {n_items - 1}]")
+    s.add(
+        E.ExpectColumnValuesToBeBetween(column="item_id", min_value=0, max_value=max(n_items - 1, 0)),
+        f"ids must lie in [0, {n_items - 1}]",
+    )
     s.add(E.ExpectColumnValuesToNotBeNull(column="title"), "items should have a title", text_severity)
     s.add(E.ExpectColumnValuesToNotBeNull(column="text"), "items must have non-empty text", text_severity)
     return s
@@ -178,8 +189,10 @@ def _user_suite(min_interactions: int) -> _Suite:
     import great_expectations.expectations as E
 
     s = _Suite("user_counts", ["user_key"])
-    s.add(E.ExpectColumnValuesToBeBetween(column="n_interactions", min_value=min_interactions),
-          f"every user needs at least {min_interactions} interactions (k-core)")
+    s.add(
+        E.ExpectColumnValuesToBeBetween(column="n_interactions", min_value=min_interactions),
+        f"every user needs at least {min_interactions} interactions (k-core)",
+    )
     return s
 
 

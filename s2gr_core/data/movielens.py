@@ -69,9 +69,7 @@ def parse_interactions(path: Path, items: pd.DataFrame) -> pd.DataFrame:
     )
     frame["user_id"] = dense_ids(frame["user_key"], key_sort_order(frame["user_key"]))
     frame["item_id"] = dense_ids(frame["item_key"], item_vocab)
-    frame = frame.sort_values(
-        ["user_id", "timestamp", "_item_order", "source_line"], kind="stable", na_position="last"
-    )
+    frame = frame.sort_values(["user_id", "timestamp", "_item_order", "source_line"], kind="stable", na_position="last")
     frame["position"] = frame.groupby("user_id", dropna=False).cumcount().astype("Int32")
     return frame.drop(columns="_item_order").reset_index(drop=True)
 

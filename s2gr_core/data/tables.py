@@ -110,10 +110,10 @@ def read_atomic_file(path: Path, required: list[str], quoted: bool = False) -> p
     """
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise DataFormatError(f"{path}: file is empty (expected a tab-separated header line)")
     with open(path, encoding="utf-8", newline="") as fh:
         header_line = fh.readline().rstrip("\r\n")
+    if not header_line.strip():
+        raise DataFormatError(f"{path}: file is empty (expected a tab-separated header line)")
     header = [h.split(":", 1)[0] for h in header_line.split("\t")]
     if len(header) == 1 and any(sep in header_line for sep in (",", ";", "|", " ")):
         raise DataFormatError(
@@ -125,9 +125,7 @@ def read_atomic_file(path: Path, required: list[str], quoted: bool = False) -> p
     rows: list[list[str]] = []
     lines: list[int] = []
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(
-            fh, delimiter="\t", quotechar='"', quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE
-        )
+        reader = csv.reader(fh, delimiter="\t", quotechar='"', quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         next(reader)
         for record in reader:
             line_no = reader.line_num  # line on which the record ended
@@ -158,9 +156,7 @@ def to_number(frame: pd.DataFrame, column: str, dtype: str, path: Path, lenient:
     bad = values.isna() & frame[column].notna()
     if bad.any() and not lenient:
         row = frame[bad].iloc[0]
-        raise DataFormatError(
-            f"{path}: line {row['source_line']}: column {column!r} is not a number: {row[column]!r}"
-        )
+        raise DataFormatError(f"{path}: line {row['source_line']}: column {column!r} is not a number: {row[column]!r}")
     if dtype.lower().startswith("int"):
         values = values.round()
     return values.astype(dtype)

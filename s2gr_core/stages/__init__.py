@@ -50,8 +50,11 @@ STAGES: tuple[Stage, ...] = (
         fn=split_stage,
         help="Leave-one-out split (last -> test, second-to-last -> valid) and dataset statistics.",
         deps={"interactions": INTERACTIONS, "items": ITEMS, "report": VALIDATION_REPORT},
-        outs={"train": "data/split/train.parquet", "valid": "data/split/valid.parquet",
-              "test": "data/split/test.parquet"},
+        outs={
+            "train": "data/split/train.parquet",
+            "valid": "data/split/valid.parquet",
+            "test": "data/split/test.parquet",
+        },
         params=("split",),
         metrics={"metrics": "metrics/data.json"},
         code=("s2gr_core/split.py", IO),

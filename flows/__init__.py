@@ -1,0 +1,1 @@
+"""Prefect flows: orchestrate DVC stages (see flows/pipeline.py)."""

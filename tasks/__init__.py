@@ -1,0 +1,1 @@
+"""Thin Prefect tasks (see tasks/dvc.py)."""

@@ -1,0 +1,82 @@
+"""Thin Prefect tasks around DVC: DVC decides what is stale, Prefect adds retries and logs.
+
+A stage task runs ``dvc repro --single-item STAGE``: DVC re-runs the stage only
+if its deps, params or outs changed, so no staleness logic lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+
+# `s2gr stage` exits 1 when it rejects its input (bad data, bad config): retrying
+# cannot help. Any other failure (a crash, a locked database) is worth a retry.
+REJECTED_INPUT = 1
+
+
+class StageError(RuntimeError):
+    def __init__(self, stage: str, exit_code: int | None, tail: str):
+        self.stage, self.exit_code = stage, exit_code
+        super().__init__(f"stage {stage!r} failed (exit {exit_code}):\n{tail}")
+
+
+def stage_order(root: Path) -> list[str]:
+    """Stage names of ``dvc.yaml`` in topological (run) order, from DVC's own graph."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [stage.addressing for stage in nx.topological_sort(repo.index.graph.reverse())]
+
+
+def _retry_unless_rejected(task: Any, task_run: Any, state: Any) -> bool:
+    try:
+        state.result()
+    except StageError as exc:
+        return exc.exit_code != REJECTED_INPUT
+    except Exception:
+        return True
+    return False
+
+
+def stage_env(parent_run_id: str | None) -> dict[str, str]:
+    """Subprocess environment: the venv's ``s2gr`` on PATH, the MLflow parent run id."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if parent_run_id:
+        env["S2GR_MLFLOW_PARENT_RUN_ID"] = parent_run_id
+    return env
+
+
+@task(name="dvc-stage", task_run_name="dvc repro {stage}", retry_condition_fn=_retry_unless_rejected)
+def run_dvc_stage(stage: str, root: str, parent_run_id: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Reproduce one DVC stage; returns ``{"stage", "status": "ran"|"skipped", "seconds"}``."""
+    logger = get_run_logger()
+    cmd = [str(Path(sys.executable).parent / "dvc"), "repro", "--single-item", stage]
+    if force:
+        cmd.insert(2, "--force")
+    started = time.time()
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=stage_env(parent_run_id), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            lines.append(line)
+            logger.info(line)
+    code = proc.wait()
+    output = "\n".join(lines)
+    if code != 0:
+        match = re.search(r"exited with (\d+)", output)
+        raise StageError(stage, int(match.group(1)) if match else code, "\n".join(lines[-25:]))
+    status = "skipped" if f"Stage '{stage}' didn't change" in output else "ran"
+    return {"stage": stage, "status": status, "seconds": round(time.time() - started, 2)}

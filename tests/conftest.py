@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s2gr_core.config import Params, params_from_dict
+from tests.fixtures import write_beauty, write_ml100k
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "HF_HUB_OFFLINE": "1",
+    }
+)
+os.environ.pop("S2GR_DATA_DIR", None)
+os.environ.pop("S2GR_MLFLOW_PARENT_RUN_ID", None)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def repo_params(**overrides: dict) -> dict:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in overrides.items():
+        raw[section].update(values)
+    return raw
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    """A data directory with tiny ml-100k and amazon-beauty copies in the real formats."""
+    root = tmp_path / "datasets"
+    write_ml100k(root / "ml-100k")
+    write_beauty(root / "amazon-beauty")
+    return root
+
+
+@pytest.fixture
+def params(data_dir: Path) -> Params:
+    return params_from_dict(repo_params(data={"source_dir": str(data_dir)}))
+
+
+@pytest.fixture
+def project(tmp_path: Path, data_dir: Path) -> Path:
+    """A throw-away copy of the project (dvc.yaml, params.yaml, code deps) as its own git + DVC repo."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", "prefect.yaml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "s2gr_core", root / "s2gr_core", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "params.yaml").write_text(yaml.safe_dump(repo_params(data={"source_dir": str(data_dir)})))
+    (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True)
+    subprocess.run([str(BIN / "dvc"), "config", "core.analytics", "false"], cwd=root, check=True)
+    return root
+
+
+def project_env(root: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["PREFECT_HOME"] = str(root / ".prefect")
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    env.update(extra)
+    return env

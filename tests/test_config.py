@@ -1,0 +1,61 @@
+"""params.yaml validation: every error names the offending key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from s2gr_core.config import ConfigError, describe, load_params, params_from_dict
+from tests.conftest import REPO, repo_params
+
+
+def test_repo_params_load() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert params.data.name == "ml-100k"
+    assert params.split.max_history == 20
+
+
+def test_every_parameter_has_help() -> None:
+    rows = describe()
+    assert {k for k, _ in rows} >= {"data.name", "split.max_history", "validate.min_user_interactions"}
+    assert all(text for _, text in rows)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"data": {"name": "netflix"}}, r"data.name: must be one of"),
+        ({"data": {"nmae": "ml-100k"}}, r"unknown parameter\(s\): data.nmae"),
+        ({"split": {"max_history": 0}}, r"split.max_history: must be >= 1"),
+        ({"split": {"max_history": "20"}}, r"split.max_history: expected an integer"),
+        ({"split": {"max_history": True}}, r"split.max_history: expected an integer"),
+        ({"validate": {"min_user_interactions": 2}}, r"validate.min_user_interactions: must be >= 3"),
+        ({"validate": {"empty_text": "ignore"}}, r"validate.empty_text: must be one of"),
+        ({"orchestration": {"retries": -1}}, r"orchestration.retries: must be >= 0"),
+        ({"tracking": {"experiment": " "}}, r"tracking.experiment: must be a non-empty name"),
+    ],
+)
+def test_bad_values_are_named(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(repo_params(**overrides))
+
+
+def test_missing_key_and_section() -> None:
+    raw = repo_params()
+    del raw["split"]["max_history"]
+    with pytest.raises(ConfigError, match=r"split.max_history: missing from params.yaml"):
+        params_from_dict(raw)
+    raw = repo_params()
+    del raw["tracking"]
+    with pytest.raises(ConfigError, match=r"tracking: missing from params.yaml"):
+        params_from_dict(raw)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="parameter file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)

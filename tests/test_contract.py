@@ -1,0 +1,95 @@
+"""dvc.yaml (the only DAG) and the stage registry must agree exactly."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s2gr_core.stages import STAGES
+from tests.conftest import REPO
+
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _paths(entries: list) -> dict[str, dict]:
+    """dvc.yaml dep/out entries (a path, or {path: {options}}) -> {path: options}."""
+    out: dict[str, dict] = {}
+    for entry in entries or []:
+        if isinstance(entry, str):
+            out[entry] = {}
+        else:
+            ((path, opts),) = entry.items()
+            out[path] = opts or {}
+    return out
+
+
+def test_same_stages_in_the_same_order() -> None:
+    assert list(DVC) == [s.name for s in STAGES]
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_stage_agrees_with_dvc_yaml(stage) -> None:
+    entry = DVC[stage.name]
+    assert entry["cmd"] == f"s2gr stage {stage.name}"
+    assert set(_paths(entry.get("deps"))) == set(stage.deps.values()) | set(stage.code)
+    assert set(entry.get("params", [])) == set(stage.params)
+    outs = _paths(entry.get("outs"))
+    metrics = _paths(entry.get("metrics"))
+    assert set(outs) == set(stage.outs.values())
+    assert set(metrics) == set(stage.metrics.values())
+    # a stage that rejects its input must not find its last good outputs deleted by DVC
+    assert all(opts.get("persist") is True for opts in [*outs.values(), *metrics.values()])
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_stage_function_takes_exactly_its_declared_paths(stage) -> None:
+    sig = inspect.signature(stage.fn)
+    names = [p for p in sig.parameters if p != "params"]
+    assert set(names) == set(stage.deps) | set(stage.outs) | set(stage.metrics)
+
+
+def test_code_deps_exist_and_data_deps_are_produced_upstream() -> None:
+    produced: set[str] = set()
+    for stage in STAGES:
+        for path in stage.code:
+            assert (REPO / path).exists(), f"{stage.name}: code dep {path} does not exist"
+        for path in stage.deps.values():
+            assert path in produced, f"{stage.name}: {path} is not produced by an earlier stage"
+        produced |= set(stage.outs.values()) | set(stage.metrics.values())
+
+
+def test_core_library_is_pure() -> None:
+    """s2gr_core must not import Prefect, MLflow or DVC."""
+    banned = {"prefect", "mlflow", "dvc"}
+    for path in (REPO / "s2gr_core").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in banned, f"{path.relative_to(REPO)} imports {name}"
+
+
+def test_params_used_by_stages_exist() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for stage in STAGES:
+        for dotted in stage.params:
+            node = params
+            for part in dotted.split("."):
+                assert part in node, f"{stage.name}: params.yaml has no {dotted}"
+                node = node[part]
+
+
+def test_outputs_are_git_ignored() -> None:
+    ignored = (REPO / ".gitignore").read_text().split()
+    for stage in STAGES:
+        for path in [*stage.outs.values(), *stage.metrics.values()]:
+            top = "/" + Path(path).parts[0] + "/"
+            assert top in ignored, f"{path} must be git-ignored (DVC tracks it)"

@@ -1,0 +1,91 @@
+"""The whole pipeline in a temporary project: Prefect flow, dvc repro, MLflow, a bad data drop."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, project_env
+
+pytestmark = pytest.mark.e2e
+
+STAGES = ["fetch", "ingest", "validate", "split"]
+
+
+def run(cmd: list[str], root: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=root, env=project_env(root), capture_output=True, text=True, timeout=600)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def mlflow_runs(root: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("s2gr")
+    return list(client.search_runs([exp.experiment_id], max_results=1000)) if exp else []
+
+
+def children_of(runs: list, parent_id: str) -> dict[str, object]:
+    return {r.data.tags["stage"]: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent_id}
+
+
+def digest(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None:
+    # 1. The Prefect flow (ephemeral server) runs every stage via DVC.
+    flow = run([sys.executable, "-m", "flows.pipeline"], project)
+    assert "stages run: fetch, ingest, validate, split" in flow.stdout + flow.stderr
+    runs = mlflow_runs(project)
+    parents = [r for r in runs if r.data.tags.get("s2gr.kind") == "pipeline"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.data.tags["s2gr.trigger"].startswith("prefect flow run")
+    assert parent.data.tags["dataset"] == "ml-100k" and parent.info.status == "FINISHED"
+    kids = children_of(runs, parent.info.run_id)
+    assert sorted(kids) == sorted(STAGES)
+    assert all(k.info.status == "FINISHED" for k in kids.values())
+    assert kids["split"].data.metrics["users"] == 12
+    assert kids["split"].data.params["split.max_history"] == "20"
+    assert kids["validate"].data.tags["git_commit"]
+    assert parent.data.metrics["split/interactions"] == 84
+    artifacts = (project / "mlartifacts").rglob("validation.md")
+    assert any("PASSED" in p.read_text() for p in artifacts)
+
+    # 2. An immediate dvc repro has nothing to do and logs nothing.
+    lock = (project / "dvc.lock").read_text()
+    again = run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage" not in again.stdout
+    assert "Data and pipelines are up to date" in again.stdout
+    assert (project / "dvc.lock").read_text() == lock
+    assert len(mlflow_runs(project)) == len(runs)
+
+    # 3. A plain dvc repro groups its stage runs under one parent of its own.
+    forced = run([str(BIN / "dvc"), "repro", "--force"], project)
+    assert forced.stdout.count("Running stage") == 4
+    runs = mlflow_runs(project)
+    dvc_parents = [r for r in runs if r.data.tags.get("s2gr.group", "").startswith("dvc-")]
+    assert len(dvc_parents) == 1
+    assert sorted(children_of(runs, dvc_parents[0].info.run_id)) == sorted(STAGES)
+
+    # 4. A bad data drop: validation fails, split never runs, its last good outputs stay.
+    split_outputs = {p: digest(p) for p in (project / "data" / "split").glob("*.parquet")}
+    with open(data_dir / "ml-100k" / "ml-100k.inter", "a") as fh:
+        fh.write("1\t999\t4\t880009999\n")
+    run([str(BIN / "dvc"), "repro", "--force", "--single-item", "fetch"], project)
+    bad = run([str(BIN / "dvc"), "repro"], project, ok=False)
+    assert bad.returncode != 0
+    assert "interactions.item_key: values must exist in items.item_key" in bad.stderr + bad.stdout
+    assert "Running stage 'split'" not in bad.stdout
+    assert {p: digest(p) for p in split_outputs} == split_outputs
+    failed = [r for r in mlflow_runs(project) if r.data.tags.get("stage") == "validate" and r.info.status == "FAILED"]
+    assert len(failed) == 1 and "values must exist" in failed[0].data.tags["error"]
+    status = run([str(BIN / "dvc"), "status"], project)
+    assert "validate" in status.stdout  # still stale: the next good data drop re-runs it

@@ -1,0 +1,103 @@
+"""Real servers on 127.0.0.1: the weekly deployment runs on a process worker, logging to an MLflow server."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, REPO, project_env
+
+pytestmark = pytest.mark.servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(cmd: list[str], health: str, env: dict[str, str], log: Path, timeout: float = 120) -> Iterator[None]:
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as resp:
+                if resp.status == 200:
+                    break
+            if proc.poll() is not None or time.time() > deadline:
+                raise AssertionError(f"{cmd[:3]} did not come up:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def cli(cmd: list[str], root: Path, env: dict[str, str], timeout: float = 300) -> str:
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{cmd} failed:\n{output[-4000:]}"
+    return output
+
+
+def test_scheduled_deployment_runs_on_worker_and_logs_to_mlflow_server(project: Path, tmp_path: Path) -> None:
+    for pkg in ("flows", "tasks"):  # the deployment's entrypoint lives in the project
+        shutil.copytree(REPO / pkg, project / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    ml_port, pf_port = free_port(), free_port()
+    env = project_env(project, PREFECT_HOME=str(tmp_path / "prefect-server-home"))
+    ml_uri, pf_api = f"http://127.0.0.1:{ml_port}", f"http://127.0.0.1:{pf_port}/api"
+    mlflow_cmd = [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(ml_port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'mlflow-server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "mlflow-artifacts"),
+    ]
+    prefect_cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pf_port)]
+    with (
+        server(mlflow_cmd, f"{ml_uri}/health", env, tmp_path / "mlflow.log"),
+        server(prefect_cmd, f"{pf_api}/health", env, tmp_path / "prefect.log"),
+    ):
+        client_env = {**env, "PREFECT_API_URL": pf_api, "MLFLOW_TRACKING_URI": ml_uri}
+        prefect = str(BIN / "prefect")
+        cli([prefect, "work-pool", "create", "s2gr-process", "--type", "process"], project, client_env)
+        cli([prefect, "--no-prompt", "deploy", "--all"], project, client_env)
+        inspected = cli([prefect, "deployment", "inspect", "s2gr-pipeline/weekly-retrain"], project, client_env)
+        assert "0 3 * * 1" in inspected and "refresh_data" in inspected
+        cli([prefect, "deployment", "run", "s2gr-pipeline/weekly-retrain"], project, client_env)
+        worker = cli(
+            [prefect, "worker", "start", "--pool", "s2gr-process", "--run-once"], project, client_env, timeout=400
+        )
+        assert "Completed" in worker, worker[-3000:]
+
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=ml_uri)
+        exp = client.get_experiment_by_name("s2gr")
+        runs = client.search_runs([exp.experiment_id])
+        parents = [r for r in runs if r.data.tags.get("s2gr.kind") == "pipeline"]
+        assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+        stages = {r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+        assert stages == {"fetch", "ingest", "validate", "split"}
+        split = next(r for r in runs if r.data.tags.get("stage") == "split")
+        assert "split/data.json" in {a.path for a in client.list_artifacts(split.info.run_id, "split")}

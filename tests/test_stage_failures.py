@@ -1,0 +1,142 @@
+"""Bad input fails the right stage with a clear message, and loses nothing.
+
+A good run first; then one defect in a raw file; the stages re-run in order.
+The failing stage must name the problem (file, line, field), and every output
+of the last good run downstream of it must survive byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from s2gr_core.config import Params
+from s2gr_core.data.tables import DataFormatError
+from s2gr_core.stages import STAGES, StageFailed, get_stage
+
+INTER = "ml-100k/ml-100k.inter"
+ITEM = "ml-100k/ml-100k.item"
+
+
+def snapshot(root: Path, stage_names: list[str]) -> dict[str, str]:
+    out = {}
+    for name in stage_names:
+        stage = get_stage(name)
+        for rel in [*stage.outs.values(), *stage.metrics.values()]:
+            path = root / rel
+            files = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for f in files:
+                if f.is_file():
+                    out[str(f.relative_to(root))] = hashlib.md5(f.read_bytes()).hexdigest()
+    return out
+
+
+def run_all(params: Params, root: Path) -> None:
+    for stage in STAGES:
+        stage.run(params, root)
+
+
+def edit(path: Path, fn: Callable[[list[str]], list[str]]) -> None:
+    path.write_text("\n".join(fn(path.read_text().splitlines())) + "\n")
+
+
+def blank_user(lines: list[str]) -> list[str]:
+    fields = lines[5].split("\t")
+    fields[0] = ""
+    return [*lines[:5], "\t".join(fields), *lines[6:]]
+
+
+CASES = {
+    "missing column": (
+        INTER,
+        lambda ls: ["\t".join(line.split("\t")[:3]) for line in ls],
+        "ingest",
+        r"ml-100k.inter: missing column\(s\) \['timestamp'\]",
+    ),
+    "null ids": (
+        INTER,
+        blank_user,
+        "validate",
+        r"interactions.user_key: must not be null -- 1 of 84 rows fail, e.g. raw line 6 of ml-100k.inter",
+    ),
+    "duplicate keys": (
+        ITEM,
+        lambda ls: [*ls, ls[4]],
+        "validate",
+        r"items.item_id: item ids must be unique .* -- 2 of 16 rows fail, e.g. raw line 5 of ml-100k.item "
+        r"\(item_key='4', item_id=3\); raw line 17",
+    ),
+    "unknown item": (
+        INTER,
+        lambda ls: [*ls, "1\t999\t4\t880009999"],
+        "validate",
+        r"interactions.item_key: values must exist in items.item_key -- 1 of 85 rows fail, "
+        r"e.g. raw line 86 of ml-100k.inter \(item_key='999', user_key='1'\)",
+    ),
+    "empty file": (ITEM, lambda ls: [], "ingest", r"ml-100k.item: file is empty"),
+    "wrong delimiter": (
+        INTER,
+        lambda ls: [line.replace("\t", ",") for line in ls],
+        "ingest",
+        r"ml-100k.inter: line 1 has a single column .* must be tab-separated",
+    ),
+    "user below k-core": (
+        INTER,
+        lambda ls: [*ls, "99\t1\t3\t880000001", "99\t2\t3\t880000002", "99\t3\t3\t880000003"],
+        "validate",
+        r"user_counts.n_interactions: every user needs at least 5 interactions \(k-core\) -- "
+        r"1 of 13 rows fail, e.g. row \(user_key='99', n_interactions=3\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_clearly_and_keeps_last_good_outputs(
+    case: str, params: Params, data_dir: Path, tmp_path: Path
+) -> None:
+    file, mutate, failing_stage, message = CASES[case]
+    root = tmp_path / "proj"
+    run_all(params, root)
+    names = [s.name for s in STAGES]
+    protected = names[names.index(failing_stage) :]
+    before = snapshot(root, protected)
+    assert before, "the good run must have produced outputs"
+
+    edit(data_dir / file, mutate)
+    with pytest.raises((StageFailed, DataFormatError)) as caught:
+        for stage in STAGES:
+            stage.run(params, root)
+            assert stage.name != failing_stage, f"{failing_stage} accepted the {case} defect"
+    assert caught.match(message), str(caught.value)
+    assert snapshot(root, protected) == before
+    if failing_stage == "validate":
+        failed_md = root / "reports" / "validation_failed.md"
+        assert "FAILED" in failed_md.read_text()
+        assert isinstance(caught.value, StageFailed) and failed_md in caught.value.artifacts
+
+
+def test_empty_titles_warn_but_pass(params: Params, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    beauty = replace(params, data=replace(params.data, name="amazon-beauty"))
+    root = tmp_path / "proj"
+    run_all(beauty, root)
+    report = (root / "reports" / "validation.md").read_text()
+    assert "PASSED" in report and "1 warnings" in report
+    assert "items.title: items should have a title -- 1 of 6 rows fail" in report
+
+
+def test_empty_text_policy_fail(params: Params, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    strict = replace(
+        params,
+        data=replace(params.data, name="amazon-beauty"),
+        validate=replace(params.validate, empty_text="fail"),
+    )
+    with pytest.raises(StageFailed, match=r"items.title: items should have a title"):
+        run_all(strict, tmp_path / "proj")
+    assert not (tmp_path / "proj" / "data" / "split").exists()
