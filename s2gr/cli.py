@@ -6,6 +6,7 @@ import argparse
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 from s2gr import env
 
@@ -18,6 +19,8 @@ examples:
   s2gr stages                 list the pipeline stages with their inputs and outputs
   s2gr stage split            run one stage (what every dvc.yaml cmd does), logged to MLflow
   s2gr params                 every parameter of params.yaml with its meaning
+  s2gr report                 test metrics of every model (mean ± std over seeds), from MLflow
+  s2gr compare A B            paired deltas with 95% CIs between two evaluate runs
   dvc repro                   run the whole pipeline; only stale stages re-run
   dvc exp run -S data.name=amazon-beauty
                               the same pipeline on Amazon Beauty, as a DVC experiment
@@ -86,7 +89,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     started = time.time()
     print(f"[{stage.name}] {stage.help}", flush=True)
     try:
-        result = stage.run(params, root)
+        result = stage.run(params, root, reporter=run)
     except StageFailed as exc:
         print(f"[{stage.name}] FAILED: {exc}", file=sys.stderr)
         if run is not None:
@@ -107,13 +110,78 @@ def cmd_stage(args: argparse.Namespace) -> int:
         return EXIT_REJECTED if isinstance(exc, ValueError) else EXIT_ERROR
     elapsed = time.time() - started
     if run is not None:
-        if result.params:
-            run.set_tags({f"result.{k}": v for k, v in result.params.items()})
-        run.log_metrics(result.metrics)
-        run.log_artifacts(result.artifacts + [root / p for p in stage.metrics.values()])
+        try:
+            if result.tags:
+                run.set_tags(result.tags)
+            run.log_summary(result.metrics)
+            run.log_artifacts(result.artifacts + [root / p for p in stage.metrics.values()])
+            if result.model is not None:
+                run.log_model(result.model)
+        except Exception as exc:  # the stage's outputs are good: keep them, say what was not logged
+            print(f"[{stage.name}] warning: MLflow logging incomplete: {type(exc).__name__}: {exc}", file=sys.stderr)
+            run.set_tags({"tracking_error": f"{type(exc).__name__}: {exc}"})
         run.close(ok=True)
     where = f"; MLflow run {run.run_id} (parent {run.parent.run_id})" if run is not None else ""
     print(f"[{stage.name}] done in {elapsed:.1f}s: {result.summary}{where}", flush=True)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from s2gr.tracking import client, per_user_results
+    from s2gr_core.evaluation.compare import compare, format_deltas
+    from s2gr_core.stages.evaluate import per_user_frame
+
+    root = env.find_root()
+    env.configure(root)
+    mlf = client(root)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            (path_a, name_a), (path_b, name_b) = (
+                per_user_results(mlf, ref, Path(tmp) / label) for ref, label in ((args.a, "a"), (args.b, "b"))
+            )
+            deltas = compare(
+                per_user_frame(path_a),
+                per_user_frame(path_b),
+                args.metrics,
+                args.split,
+                n_boot=args.boot,
+                seed=args.seed,
+            )
+        except ValueError as exc:
+            print(f"s2gr compare: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"split: {args.split}; {args.boot:,} paired bootstrap resamples of users")
+    print(format_deltas(deltas, name_a, name_b))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from s2gr.tracking import StageRun, client, evaluation_history, experiment_id
+    from s2gr_core.config import load_params
+    from s2gr_core.evaluation.report import write_report
+
+    root = env.find_root()
+    env.configure(root)
+    params = load_params(root / "params.yaml")
+    dataset = args.dataset or params.data.name
+    mlf = client(root)
+    records = evaluation_history(mlf, experiment_id(mlf, params.tracking.experiment, root), dataset)
+    out = (root / args.out) if not Path(args.out).is_absolute() else Path(args.out)
+    files = [out / "models.md", out / "models.csv", out / "models.png"]
+    try:
+        _, markdown = write_report(records, dataset, *files)
+    except ValueError as exc:
+        print(f"s2gr report: {exc}; run the pipeline first (dvc repro)", file=sys.stderr)
+        return 1
+    print(markdown)
+    print(f"written: {', '.join(str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files)}")
+    if not args.no_track:
+        run = StageRun(root, "report-cli", {"dataset": dataset}, params.tracking.experiment, dataset)
+        run.log_artifacts(files)
+        run.close(ok=True)
+        print(f"logged to MLflow run {run.run_id}")
     return 0
 
 
@@ -155,6 +223,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stages)
     p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")
     p.set_defaults(func=cmd_params)
+    p = sub.add_parser(
+        "compare",
+        help="paired comparison of two evaluated runs (deltas with confidence intervals)",
+        description="Compare two evaluations user by user: per metric, both means, the difference B - A, a "
+        "paired bootstrap 95%% confidence interval and the paired t-test p-value. A and B are MLflow run ids of "
+        "evaluate_* runs (see the MLflow UI or `s2gr report`) or paths to *_per_user.parquet files "
+        "(reports/eval/).",
+    )
+    p.add_argument("a", metavar="RUN_A", help="baseline: evaluate run id or per-user parquet path")
+    p.add_argument("b", metavar="RUN_B", help="challenger: evaluate run id or per-user parquet path")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--metrics", nargs="+", default=["recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10"])
+    p.add_argument("--boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.set_defaults(func=cmd_compare)
+    p = sub.add_parser(
+        "report",
+        help="table and chart of every model's test metrics from MLflow (mean ± std over seeds)",
+        description="Collect the latest evaluate run of each (model, seed) on a dataset from MLflow, and write "
+        "models.md, models.csv and models.png (mean ± std over seeds) to --out; also logged to MLflow.",
+    )
+    p.add_argument("--dataset", help="dataset to report on (default: params.yaml data.name)")
+    p.add_argument("--out", default="reports/summary", help="output folder (default: reports/summary)")
+    p.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

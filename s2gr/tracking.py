@@ -39,6 +39,8 @@ def tracking_uri(root: Path) -> str:
 def _quiet() -> None:
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # we choose pickle serialisation on purpose (see log_model); its warning is noise here
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
 def client(root: Path) -> Any:
@@ -136,6 +138,10 @@ def find_or_create_parent(root: Path, experiment: str, dataset: str) -> Parent:
     return Parent(start_pipeline_run(root, experiment, dataset, trigger="s2gr stage"), owned=True)
 
 
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+
+
 def flatten(prefix: str, value: Any) -> dict[str, Any]:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -143,6 +149,48 @@ def flatten(prefix: str, value: Any) -> dict[str, Any]:
             out.update(flatten(f"{prefix}.{k}" if prefix else str(k), v))
         return out
     return {prefix: value}
+
+
+def evaluation_history(mlf: Any, exp_id: str, dataset: str) -> list[dict[str, Any]]:
+    """Finished ``evaluate_*`` runs on ``dataset``: model, seed, run id, start time, metrics."""
+    runs = mlf.search_runs(
+        [exp_id],
+        filter_string=f"tags.dataset = '{dataset}' and tags.stage LIKE 'evaluate_%' and attributes.status = 'FINISHED'",
+        max_results=5000,
+    )
+    out = []
+    for run in runs:
+        if "model" not in run.data.tags:
+            continue
+        seed = run.data.tags.get("seed")
+        out.append(
+            {
+                "model": run.data.tags["model"],
+                "seed": int(seed) if seed not in (None, "None") else None,
+                "run_id": run.info.run_id,
+                "start_time": run.info.start_time / 1000.0,
+                "metrics": dict(run.data.metrics),
+            }
+        )
+    return out
+
+
+def per_user_results(mlf: Any, ref: str, dest: Path) -> tuple[Path, str]:
+    """A per-user evaluation file from a path, or from an evaluate run id (downloaded). Returns (path, label)."""
+    path = Path(ref)
+    if path.is_file():
+        return path, str(path)
+    try:
+        run = mlf.get_run(ref)
+    except Exception as exc:
+        raise ValueError(f"{ref!r} is neither a per-user results file nor an MLflow run id ({exc})") from None
+    stage = run.data.tags.get("stage", "")
+    files = [a.path for a in mlf.list_artifacts(ref, stage) if a.path.endswith("_per_user.parquet")]
+    if not stage.startswith("evaluate_") or not files:
+        raise ValueError(f"run {ref} ({stage or 'no stage'}) has no per-user results: pass an evaluate_* run")
+    local = mlf.download_artifacts(ref, files[0], str(dest))
+    label = f"{run.data.tags.get('model', '?')} seed {run.data.tags.get('seed', '?')} (run {ref[:8]})"
+    return Path(local), label
 
 
 class StageRun:
@@ -165,18 +213,48 @@ class StageRun:
         self.mlf.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
         self.started = time.time()
 
-    def log_metrics(self, metrics: dict[str, float]) -> None:
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Per-step curves (e.g. one point per epoch) on the stage run: the Reporter hook."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        batch = [Metric(k, v, now, step) for k, v in _numeric(metrics).items()]
+        if batch:
+            self.mlf.log_batch(self.run_id, metrics=batch)
+
+    def log_summary(self, metrics: dict[str, float]) -> None:
+        """Final metrics on the stage run, and copies on the parent prefixed by stage, so one
+        row of the runs table compares whole pipeline runs."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        numeric = _numeric(metrics)
         if not numeric:
             return
         self.mlf.log_batch(self.run_id, metrics=[Metric(k, v, now, 0) for k, v in numeric.items()])
-        # Copies on the parent, prefixed by stage, so one row compares whole pipeline runs.
         self.mlf.log_batch(
             self.parent.run_id, metrics=[Metric(f"{self.stage}/{k}", v, now, 0) for k, v in numeric.items()]
         )
+
+    def evaluation_history(self, dataset: str) -> list[dict[str, Any]]:
+        """Finished ``evaluate_*`` runs on ``dataset`` in this experiment (the Reporter hook)."""
+        return evaluation_history(self.mlf, self.mlf.get_run(self.run_id).info.experiment_id, dataset)
+
+    def log_model(self, load: Any) -> None:
+        """Log a torch module (``load()`` returns it) as an MLflow model of this run."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+
+        mlflow.set_tracking_uri(tracking_uri(self.root))
+        with mlflow.start_run(run_id=self.run_id, nested=True):
+            # pickle format: no traced example needed; explicit requirements skip MLflow's slow inference
+            mlflow.pytorch.log_model(
+                load(),
+                name="model",
+                serialization_format="pickle",
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "s2gr"],
+            )
 
     def log_artifacts(self, paths: list[Path]) -> None:
         for path in paths:
@@ -188,7 +266,7 @@ class StageRun:
             self.mlf.set_tag(self.run_id, k, str(v)[:5000])
 
     def close(self, ok: bool) -> None:
-        self.log_metrics({"duration_s": round(time.time() - self.started, 3)})
+        self.log_summary({"duration_s": round(time.time() - self.started, 3)})
         status = "FINISHED" if ok else "FAILED"
         self.mlf.set_terminated(self.run_id, status=status)
         if self.parent.owned:

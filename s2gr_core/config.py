@@ -103,12 +103,75 @@ class OrchestrationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InferenceConfig:
+    top_k: int = _help("Length of every model's recommendation list (>= the largest evaluate.ks).")
+    exclude_history: bool = _help(
+        "Remove items of the user's history from its list (METHOD.md: off by default; reported)."
+    )
+    batch_size: int = _help("Users scored per batch at inference.")
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"inference.top_k: must be >= 1, got {self.top_k}")
+        if self.batch_size < 1:
+            raise ConfigError(f"inference.batch_size: must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateConfig:
+    ks: tuple[int, ...] = _help("Cut-offs K of Recall@K and NDCG@K.")
+
+    def __post_init__(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"evaluate.ks: must be a non-empty list of positive integers, got {list(self.ks)}")
+
+
+@dataclass(frozen=True, slots=True)
+class SASRecConfig:
+    hidden: int = _help("Embedding and hidden size.")
+    blocks: int = _help("Self-attention blocks.")
+    heads: int = _help("Attention heads (must divide hidden).")
+    ffn_mult: int = _help("Feed-forward width as a multiple of hidden.")
+    dropout: float = _help("Dropout on embeddings, attention and feed-forward.")
+    lr: float = _help("AdamW learning rate.")
+    weight_decay: float = _help("AdamW weight decay.")
+    batch_size: int = _help("Training windows per batch.")
+    max_epochs: int = _help("Upper bound on epochs.")
+    patience: int = _help("Stop after this many epochs without a better validation NDCG@10.")
+    seed: int = _help("Seed of initialisation, shuffling and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = _help("'auto' takes a GPU when one is visible.")
+    threads: int = _help("CPU threads for torch (0 = all cores).")
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "blocks", "heads", "ffn_mult", "batch_size", "max_epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"sasrec.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ConfigError(f"sasrec.heads: {self.heads} does not divide sasrec.hidden {self.hidden}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"sasrec.dropout: must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ConfigError(f"sasrec.lr: must be > 0, got {self.lr}")
+        if self.threads < 0:
+            raise ConfigError(f"sasrec.threads: must be >= 0, got {self.threads}")
+
+
+@dataclass(frozen=True, slots=True)
 class Params:
     data: DataConfig = _help("Which dataset, and where its raw files are found.")
     validate: ValidateConfig = _help("Great Expectations data-quality gate.")
     split: SplitConfig = _help("Leave-one-out split.")
     tracking: TrackingConfig = _help("MLflow tracking.")
     orchestration: OrchestrationConfig = _help("Prefect flow behaviour.")
+    inference: InferenceConfig = _help("How every model writes its top-K lists.")
+    evaluate: EvaluateConfig = _help("Ranking metrics.")
+    sasrec: SASRecConfig = _help("SASRec baseline (full softmax cross-entropy).")
+
+    def __post_init__(self) -> None:
+        if self.inference.top_k < max(self.evaluate.ks):
+            raise ConfigError(
+                f"inference.top_k: {self.inference.top_k} is below the largest evaluate.ks {max(self.evaluate.ks)}"
+            )
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as a plain dict, e.g. for logging as MLflow params."""
@@ -128,6 +191,11 @@ def _check_type(value: Any, hint: Any, where: str) -> Any:
         return _check_type(value, inner[0], where)
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        inner = typing.get_args(hint)[0]
+        return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     # bool is an int subclass; refuse it where a number is meant and vice versa
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true/false, got {value!r}")

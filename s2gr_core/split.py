@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 TRAIN_SCHEMA = pa.schema([("user_id", pa.int32()), ("item_ids", pa.list_(pa.int32()))])
 EVAL_SCHEMA = pa.schema([("user_id", pa.int32()), ("history", pa.list_(pa.int32())), ("target", pa.int32())])
@@ -95,3 +96,21 @@ def split_stats(split: Split, n_items: int) -> dict[str, float | int]:
         "test_users": split.test.num_rows,
         "avg_test_history_len": round(float(test_hist.mean()) if len(test_hist) else 0.0, 4),
     }
+
+
+def _lists(column: pa.ChunkedArray) -> list[np.ndarray]:
+    arr = column.combine_chunks()
+    offsets = arr.offsets.to_numpy()
+    return np.split(arr.values.to_numpy(zero_copy_only=False).astype(np.int64), offsets[1:-1])
+
+
+def load_train(path: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``(user_ids, sequences)`` from ``train.parquet``."""
+    table = pq.read_table(path)
+    return table["user_id"].to_numpy(), _lists(table["item_ids"])
+
+
+def load_eval(path: str) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """``(user_ids, histories, targets)`` from ``valid.parquet`` / ``test.parquet``."""
+    table = pq.read_table(path)
+    return table["user_id"].to_numpy(), _lists(table["history"]), table["target"].to_numpy().astype(np.int64)

@@ -16,7 +16,7 @@ from pathlib import Path
 GENRES = ["Action", "Comedy", "Drama", "Sci-Fi", "Children's", "Film-Noir"]
 
 
-def write_ml100k(folder: Path, n_users: int = 12, n_items: int = 15, per_user: int = 7, seed: int = 0) -> Path:
+def write_ml100k(folder: Path, n_users: int = 12, n_items: int = 40, per_user: int = 7, seed: int = 0) -> Path:
     """Write ``ml-100k.inter`` and ``ml-100k.item`` (tab-separated, typed header) into ``folder``."""
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)

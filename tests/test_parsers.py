@@ -37,7 +37,7 @@ def test_movielens_ids_come_from_original_keys_not_file_order(tmp_path: Path) ->
     b = movielens.parse(tmp_path / "b")
     cols = ["item_id", "item_key", "title"]
     pd.testing.assert_frame_equal(a.items[cols], b.items[cols])
-    assert a.items["item_key"].astype(int).tolist() == list(range(1, 16))  # numeric, not "1","10","11"
+    assert a.items["item_key"].astype(int).tolist() == list(range(1, 41))  # numeric, not "1","10","11"
     pd.testing.assert_frame_equal(
         a.interactions[["user_id", "item_id", "position"]], b.interactions[["user_id", "item_id", "position"]]
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from s2gr_core.stages import STAGES
 from tests.conftest import BIN, REPO, project_env
 
 pytestmark = pytest.mark.servers
@@ -98,6 +99,6 @@ def test_scheduled_deployment_runs_on_worker_and_logs_to_mlflow_server(project: 
         parents = [r for r in runs if r.data.tags.get("s2gr.kind") == "pipeline"]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         stages = {r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
-        assert stages == {"fetch", "ingest", "validate", "split"}
+        assert stages == {s.name for s in STAGES}
         split = next(r for r in runs if r.data.tags.get("stage") == "split")
         assert "split/data.json" in {a.path for a in client.list_artifacts(split.info.run_id, "split")}

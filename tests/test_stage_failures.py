@@ -34,9 +34,13 @@ def snapshot(root: Path, stage_names: list[str]) -> dict[str, str]:
     return out
 
 
-def run_all(params: Params, root: Path) -> None:
+DATA_STAGES = ("fetch", "ingest", "validate", "split")
+
+
+def run_all(params: Params, root: Path, names: tuple[str, ...] | None = None) -> None:
     for stage in STAGES:
-        stage.run(params, root)
+        if names is None or stage.name in names:
+            stage.run(params, root)
 
 
 def edit(path: Path, fn: Callable[[list[str]], list[str]]) -> None:
@@ -66,8 +70,8 @@ CASES = {
         ITEM,
         lambda ls: [*ls, ls[4]],
         "validate",
-        r"items.item_id: item ids must be unique .* -- 2 of 16 rows fail, e.g. raw line 5 of ml-100k.item "
-        r"\(item_key='4', item_id=3\); raw line 17",
+        r"items.item_id: item ids must be unique .* -- 2 of 41 rows fail, e.g. raw line 5 of ml-100k.item "
+        r"\(item_key='4', item_id=3\); raw line 42",
     ),
     "unknown item": (
         INTER,
@@ -123,7 +127,7 @@ def test_empty_titles_warn_but_pass(params: Params, tmp_path: Path) -> None:
 
     beauty = replace(params, data=replace(params.data, name="amazon-beauty"))
     root = tmp_path / "proj"
-    run_all(beauty, root)
+    run_all(beauty, root, DATA_STAGES)  # the 6-item fixture catalogue is too small for top-20 lists
     report = (root / "reports" / "validation.md").read_text()
     assert "PASSED" in report and "1 warnings" in report
     assert "items.title: items should have a title -- 1 of 6 rows fail" in report
@@ -138,5 +142,31 @@ def test_empty_text_policy_fail(params: Params, tmp_path: Path) -> None:
         validate=replace(params.validate, empty_text="fail"),
     )
     with pytest.raises(StageFailed, match=r"items.title: items should have a title"):
-        run_all(strict, tmp_path / "proj")
+        run_all(strict, tmp_path / "proj", DATA_STAGES)
     assert not (tmp_path / "proj" / "data" / "split").exists()
+
+
+def test_catalogue_smaller_than_the_lists_is_a_clear_error(params: Params, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    beauty = replace(params, data=replace(params.data, name="amazon-beauty"))
+    run_all(beauty, tmp_path / "proj", DATA_STAGES)
+    with pytest.raises(StageFailed, match=r"the catalogue has 6 items, fewer than inference.top_k=20"):
+        get_stage("train_sasrec").run(beauty, tmp_path / "proj")
+
+
+def test_corrupt_predictions_fail_evaluation_and_keep_its_outputs(params: Params, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "proj"
+    run_all(params, root)
+    before = snapshot(root, ["evaluate_sasrec", "report"])
+    path = root / "predictions" / "sasrec" / "test.parquet"
+    table = pq.read_table(path)
+    items = table["item_id"].to_numpy().copy()
+    items[1] = items[0]  # user's rank-2 item repeats its rank-1 item
+    pq.write_table(table.set_column(2, "item_id", pa.array(items, pa.int32())), path)
+    with pytest.raises(StageFailed, match=r"sasrec: .*test.parquet: .* duplicates within a list; e.g. user_id 0"):
+        get_stage("evaluate_sasrec").run(params, root)
+    assert snapshot(root, ["evaluate_sasrec", "report"]) == before

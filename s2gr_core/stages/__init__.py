@@ -6,14 +6,38 @@ stages from it (``s2gr stage NAME``). Order here is the DAG's topological order.
 
 from __future__ import annotations
 
-from s2gr_core.stages.base import Stage, StageFailed, StageResult
+from functools import partial
+
+from s2gr_core.stages.base import NullReporter, Reporter, Stage, StageFailed, StageResult
 from s2gr_core.stages.data import fetch_stage, ingest_stage, split_stage, validate_stage
+from s2gr_core.stages.evaluate import evaluate_stage, report_stage
+from s2gr_core.stages.models import train_sasrec_stage
 
 RAW = "data/raw"
 INTERACTIONS = "data/processed/interactions.parquet"
 ITEMS = "data/processed/items.parquet"
 VALIDATION_REPORT = "reports/validation.json"
 IO = "s2gr_core/io.py"  # atomic writers: a change there may change any output
+TRAIN, VALID, TEST = "data/split/train.parquet", "data/split/valid.parquet", "data/split/test.parquet"
+PREDICTIONS_CODE = "s2gr_core/evaluation/predictions.py"
+MODEL_COMMON = "s2gr_core/models/common.py"
+
+
+def evaluate_stage_for(model: str) -> Stage:
+    """``evaluate_<model>``: the same evaluation for every model's prediction lists."""
+    return Stage(
+        name=f"evaluate_{model}",
+        fn=partial(evaluate_stage, model=model),
+        help=f"Recall/NDCG@K of {model}'s top-K lists on valid and test (full ranking, all users).",
+        deps={"predictions": f"predictions/{model}", "items": ITEMS, "valid": VALID, "test": TEST},
+        outs={"per_user": f"reports/eval/{model}_per_user.parquet"},
+        params=("evaluate",),
+        metrics={"metrics": f"metrics/eval_{model}.json"},
+        code=("s2gr_core/evaluation/metrics.py", PREDICTIONS_CODE, IO),
+    )
+
+
+EVALUATED_MODELS = ("sasrec",)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -59,6 +83,26 @@ STAGES: tuple[Stage, ...] = (
         metrics={"metrics": "metrics/data.json"},
         code=("s2gr_core/split.py", IO),
     ),
+    Stage(
+        name="train_sasrec",
+        fn=train_sasrec_stage,
+        help="Train SASRec with full softmax cross-entropy (early stopping, checkpoint/resume); write top-K lists.",
+        deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS},
+        outs={"model_dir": "models/sasrec", "predictions": "predictions/sasrec"},
+        params=("sasrec", "inference", "evaluate.ks", "split.max_history"),
+        metrics={"metrics": "metrics/train_sasrec.json"},
+        code=("s2gr_core/models/sasrec", MODEL_COMMON, PREDICTIONS_CODE, IO),
+    ),
+    *(evaluate_stage_for(m) for m in EVALUATED_MODELS),
+    Stage(
+        name="report",
+        fn=report_stage,
+        help="Table (Markdown, CSV) and bar chart of every model's test metrics, mean ± std over seeds.",
+        deps={f"{m}_metrics": f"metrics/eval_{m}.json" for m in EVALUATED_MODELS},
+        outs={"table": "reports/models.md", "csv": "reports/models.csv", "chart": "reports/models.png"},
+        params=("data.name", *(f"{m}.seed" for m in EVALUATED_MODELS)),
+        code=("s2gr_core/evaluation/report.py",),
+    ),
 )
 
 STAGE_BY_NAME = {s.name: s for s in STAGES}
@@ -71,4 +115,4 @@ def get_stage(name: str) -> Stage:
         raise KeyError(f"unknown stage {name!r}; stages: {', '.join(STAGE_BY_NAME)}") from None
 
 
-__all__ = ["STAGES", "Stage", "StageFailed", "StageResult", "get_stage"]
+__all__ = ["STAGES", "NullReporter", "Reporter", "Stage", "StageFailed", "StageResult", "get_stage"]

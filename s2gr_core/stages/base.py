@@ -8,10 +8,11 @@ declared dep/out name to an absolute :class:`~pathlib.Path`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from s2gr_core.config import Params
 
@@ -24,14 +25,39 @@ class StageFailed(RuntimeError):
         self.artifacts = artifacts or []
 
 
+class Reporter(Protocol):
+    """What a stage may ask of the tracking layer while it runs (MLflow in ``s2gr.tracking``).
+
+    Core code only sees this protocol, so it stays free of MLflow imports.
+    """
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Per-step metrics, e.g. one call per training epoch."""
+
+    def evaluation_history(self, dataset: str) -> list[dict[str, Any]]:
+        """Earlier evaluation runs on ``dataset``: dicts with model, seed, run_id, start_time, metrics."""
+        return []
+
+
+class NullReporter:
+    """Used when tracking is off: remembers nothing."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def evaluation_history(self, dataset: str) -> list[dict[str, Any]]:
+        return []
+
+
 @dataclass(slots=True)
 class StageResult:
     """What a stage reports back, for logging (MLflow) and the console."""
 
     metrics: dict[str, float] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)  # run details worth recording (e.g. source)
+    tags: dict[str, Any] = field(default_factory=dict)  # run details worth recording (e.g. source, model, seed)
     artifacts: list[Path] = field(default_factory=list)
     summary: str = ""
+    model: Callable[[], Any] | None = None  # loads the trained torch module, to log as an MLflow model
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,5 +74,12 @@ class Stage:
     def paths(self, root: Path) -> dict[str, Path]:
         return {k: root / v for k, v in {**self.deps, **self.outs, **self.metrics}.items()}
 
-    def run(self, params: Params, root: Path) -> StageResult:
-        return self.fn(params, **self.paths(root))
+    @property
+    def wants_reporter(self) -> bool:
+        return "reporter" in inspect.signature(self.fn).parameters
+
+    def run(self, params: Params, root: Path, reporter: Reporter | None = None) -> StageResult:
+        kwargs: dict[str, Any] = dict(self.paths(root))
+        if self.wants_reporter:
+            kwargs["reporter"] = reporter or NullReporter()
+        return self.fn(params, **kwargs)

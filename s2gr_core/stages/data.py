@@ -25,7 +25,7 @@ def fetch_stage(params: Params, *, raw: Path) -> StageResult:
     note = "" if result.canonical else " (differs from the canonical public release: a new data drop?)"
     return StageResult(
         metrics={"raw_bytes": float(sum(int(f["bytes"]) for f in result.files.values()))},
-        params={"source": result.source, "canonical": result.canonical},
+        tags={"source": result.source, "canonical": result.canonical},
         summary=f"{spec.name}: {len(result.files)} file(s) from {result.source}{note}",
     )
 

@@ -1,0 +1,1 @@
+"""Evaluation: the common prediction format, ranking metrics, paired comparison, reports."""

@@ -1,0 +1,82 @@
+"""Small helpers every model shares: padding, seeding, devices, top-K lists, memory."""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import sys
+
+import numpy as np
+import torch
+
+
+def pad_right(sequences: list[np.ndarray], max_len: int, offset: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad the last ``max_len`` items of each sequence; ids shifted by ``offset`` (0 = padding).
+
+    Returns ``(tokens, lengths)`` of shapes (B, max_len) and (B,).
+
+    >>> pad_right([np.array([4, 5, 6]), np.array([7])], max_len=2)
+    (array([[6, 7],
+           [8, 0]]), array([2, 1]))
+    """
+    lengths = np.array([min(len(s), max_len) for s in sequences], dtype=np.int64)
+    tokens = np.zeros((len(sequences), max_len), dtype=np.int64)
+    for row, (seq, n) in enumerate(zip(sequences, lengths, strict=True)):
+        if n:
+            tokens[row, :n] = np.asarray(seq[-n:]) + offset
+    return tokens, lengths
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no GPU is visible; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> int:
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    return n
+
+
+def top_k_items(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` item ids and scores per row of ``scores`` (B, N), best first.
+
+    ``exclude`` (B, H) lists item ids to drop (-1 = nothing). Equal scores are ordered
+    by ascending item id, so lists are deterministic.
+    """
+    if exclude is not None:
+        scores = scores.clone()
+        rows = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(exclude)
+        keep = exclude >= 0
+        scores[rows[keep], exclude[keep]] = float("-inf")
+    top_scores, top_items = torch.topk(scores, k, dim=1)
+    # topk cuts ties at the k-th score arbitrarily: rows where it cut a tie get a stable full
+    # sort (ascending id among equal scores). Rare with real scores, so few rows pay for it.
+    threshold = top_scores[:, -1:]
+    cut = (scores == threshold).sum(dim=1) > (top_scores == threshold).sum(dim=1)
+    if cut.any():
+        order = torch.argsort(-scores[cut], dim=1, stable=True)[:, :k]
+        top_items[cut] = order
+        top_scores[cut] = scores[cut].gather(1, order)
+    # stable re-sort by (-score, item id): sort by id, then stable sort by score
+    by_id = torch.argsort(top_items, dim=1)
+    top_items, top_scores = top_items.gather(1, by_id), top_scores.gather(1, by_id)
+    by_score = torch.argsort(-top_scores, dim=1, stable=True)
+    return top_items.gather(1, by_score), top_scores.gather(1, by_score)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10

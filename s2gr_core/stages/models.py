@@ -1,0 +1,91 @@
+"""Model training stages. Each trains, then writes its top-K lists in the common prediction format."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from s2gr_core.config import Params
+from s2gr_core.evaluation.predictions import write_predictions
+from s2gr_core.io import write_json
+from s2gr_core.models.sasrec import load_model, train_sasrec
+from s2gr_core.models.sasrec.train import predict
+from s2gr_core.split import load_eval, load_train
+from s2gr_core.stages.base import Reporter, StageFailed, StageResult
+
+
+def train_sasrec_stage(
+    params: Params,
+    *,
+    train: Path,
+    valid: Path,
+    test: Path,
+    items: Path,
+    model_dir: Path,
+    predictions: Path,
+    metrics: Path,
+    reporter: Reporter,
+) -> StageResult:
+    """Train SASRec (early stopping on validation NDCG@10), then rank the catalogue for valid and test users."""
+    cfg, inf = params.sasrec, params.inference
+    n_items = pq.read_metadata(items).num_rows
+    if n_items < inf.top_k:
+        raise StageFailed(
+            f"{items}: the catalogue has {n_items} items, fewer than inference.top_k={inf.top_k} unique items per list"
+        )
+    _, sequences = load_train(str(train))
+    valid_users, valid_hist, valid_targets = load_eval(str(valid))
+    test_users, test_hist, _ = load_eval(str(test))  # histories only: targets are read by evaluate
+    outcome = train_sasrec(
+        cfg,
+        sequences,
+        valid_hist,
+        valid_targets,
+        n_items,
+        params.split.max_history,
+        model_dir,
+        params.evaluate.ks,
+        inf.batch_size,
+        inf.exclude_history,
+        log=reporter.log_metrics,
+    )
+    device = next(outcome.model.parameters()).device
+    started = time.time()
+    lists = {}
+    for split, users, hist in (("valid", valid_users, valid_hist), ("test", test_users, test_hist)):
+        lists[split] = (users, *predict(outcome.model, hist, inf.top_k, inf.exclude_history, inf.batch_size, device))
+    decode_seconds = time.time() - started
+    predictions.mkdir(parents=True, exist_ok=True)
+    for split, (users, items_, scores) in lists.items():
+        write_predictions(predictions / f"{split}.parquet", users, items_, scores)
+    n_params = sum(p.numel() for p in outcome.model.parameters())
+    summary = {
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": outcome.epochs_run,
+        "best_valid_ndcg_at_10": outcome.best_valid.get("ndcg_at_10", float("nan")),
+        "seconds_per_epoch": round(outcome.seconds_per_epoch, 3),
+        "train_samples_per_s": round(outcome.samples_per_second, 1),
+        "inference_users_per_s": round((len(valid_users) + len(test_users)) / max(decode_seconds, 1e-9), 1),
+        "peak_memory_mb": round(outcome.peak_memory_mb, 1),
+        "parameters": n_params,
+    }
+    write_json(summary, metrics)
+    write_json(outcome.history, model_dir / "history.json")
+    best = model_dir / "best.pt"
+    return StageResult(
+        metrics=summary,
+        tags={
+            "model": "sasrec",
+            "seed": cfg.seed,
+            "device": outcome.device,
+            "resumed_from_epoch": outcome.resumed_from if outcome.resumed_from is not None else "none",
+        },
+        artifacts=[metrics, model_dir / "history.json"],
+        summary=(
+            f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
+            f"{summary['seconds_per_epoch']:.1f}s/epoch on {outcome.device}, {n_params:,} parameters"
+        ),
+        model=lambda: load_model(best),
+    )
