@@ -129,17 +129,16 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import tempfile
 
-    from s2gr.tracking import client, per_user_results
+    from s2gr.tracking import per_user_results
     from s2gr_core.evaluation.compare import compare, format_deltas
     from s2gr_core.stages.evaluate import per_user_frame
 
     root = env.find_root()
     env.configure(root)
-    mlf = client(root)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             (path_a, name_a), (path_b, name_b) = (
-                per_user_results(mlf, ref, Path(tmp) / label) for ref, label in ((args.a, "a"), (args.b, "b"))
+                per_user_results(root, ref, Path(tmp) / label) for ref, label in ((args.a, "a"), (args.b, "b"))
             )
             deltas = compare(
                 per_user_frame(path_a),

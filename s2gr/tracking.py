@@ -175,11 +175,12 @@ def evaluation_history(mlf: Any, exp_id: str, dataset: str) -> list[dict[str, An
     return out
 
 
-def per_user_results(mlf: Any, ref: str, dest: Path) -> tuple[Path, str]:
+def per_user_results(root: Path, ref: str, dest: Path) -> tuple[Path, str]:
     """A per-user evaluation file from a path, or from an evaluate run id (downloaded). Returns (path, label)."""
     path = Path(ref)
     if path.is_file():
         return path, str(path)
+    mlf = client(root)
     try:
         run = mlf.get_run(ref)
     except Exception as exc:
