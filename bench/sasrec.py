@@ -47,54 +47,33 @@ def prepare(dataset: str) -> tuple[Path, object]:
 
 
 def run_seed(config_path: Path, seed: int) -> dict:
-    from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-    from s2gr_core.models.sasrec import train_sasrec
-    from s2gr_core.models.sasrec.train import predict
-    from s2gr_core.split import load_eval, load_train
+    """One seed through the pipeline's own stages (train_sasrec, evaluate_sasrec) in the bench folder."""
+    import json as _json
+
+    from s2gr_core.stages import get_stage
 
     config = yaml.safe_load(config_path.read_text())
     work, params = prepare(config["dataset"])
-    cfg = SASRecConfig(**{**config["sasrec"], "seed": seed})
-    split = work / "data" / "split"
-    import pyarrow.parquet as pq
-
-    n_items = pq.read_metadata(work / "data" / "processed" / "items.parquet").num_rows
-    _, sequences = load_train(str(split / "train.parquet"))
-    _, valid_hist, valid_targets = load_eval(str(split / "valid.parquet"))
-    _, test_hist, test_targets = load_eval(str(split / "test.parquet"))
-    ckpt = work / "models" / f"sasrec-seed{seed}"
+    params = replace(params, sasrec=SASRecConfig(**{**config["sasrec"], "seed": seed}))
     started = time.time()
-    out = train_sasrec(
-        cfg,
-        sequences,
-        valid_hist,
-        valid_targets,
-        n_items,
-        params.split.max_history,
-        ckpt,
-        params.evaluate.ks,
-        params.inference.batch_size,
-        progress=False,
-    )
+    trained = get_stage("train_sasrec").run(params, work)
     train_seconds = time.time() - started
-    device = next(out.model.parameters()).device
-    t0 = time.time()
-    items, _ = predict(out.model, test_hist, params.inference.top_k, False, params.inference.batch_size, device)
-    infer_seconds = time.time() - t0
-    test = mean_metrics(per_user_metrics(target_ranks(items, test_targets), params.evaluate.ks))
+    get_stage("evaluate_sasrec").run(params, work)
+    train = _json.loads((work / "metrics" / "train_sasrec.json").read_text())
+    evaluation = _json.loads((work / "metrics" / "eval_sasrec.json").read_text())
     return {
         "seed": seed,
         "dataset": config["dataset"],
-        "test": test,
-        "best_valid": out.best_valid,
-        "best_epoch": out.best_epoch,
-        "epochs_run": out.epochs_run,
-        "seconds_per_epoch": out.seconds_per_epoch,
+        "test": evaluation["test"],
+        "valid": evaluation["valid"],
+        "best_epoch": train["best_epoch"],
+        "epochs_run": train["epochs_run"],
+        "seconds_per_epoch": train["seconds_per_epoch"],
         "train_seconds": train_seconds,
-        "train_samples_per_s": out.samples_per_second,
-        "inference_users_per_s": len(test_hist) / infer_seconds,
-        "peak_memory_mb": out.peak_memory_mb,
-        "device": out.device,
+        "train_samples_per_s": train["train_samples_per_s"],
+        "inference_users_per_s": train["inference_users_per_s"],
+        "peak_memory_mb": train["peak_memory_mb"],
+        "device": trained.tags["device"],
         "config": config["sasrec"],
     }
 

@@ -141,6 +141,10 @@ class SASRecConfig:
     seed: int = _help("Seed of initialisation, shuffling and dropout.")
     device: Literal["auto", "cpu", "cuda"] = _help("'auto' takes a GPU when one is visible.")
     threads: int = _help("CPU threads for torch (0 = all cores).")
+    positions: Literal["from_end", "from_start"] = _help(
+        "Position ids: 'from_end' gives the most recent item the same position in every sequence (as the "
+        "original left-padded SASRec); 'from_start' counts from the oldest item of the window (RecBole)."
+    )
 
     def __post_init__(self) -> None:
         for name in ("hidden", "blocks", "heads", "ffn_mult", "batch_size", "max_epochs", "patience"):

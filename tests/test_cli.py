@@ -52,19 +52,30 @@ def test_cli_runs_as_module() -> None:
     assert proc.returncode == 0 and "dvc exp run -S data.name=amazon-beauty" in proc.stdout
 
 
-def test_compare_command_on_per_user_files(tmp_path, monkeypatch: pytest.MonkeyPatch,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_command_on_per_user_files(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(1)
     base = rng.random(300)
     for name, values in (("a", base), ("b", base + 0.02)):
-        pd.DataFrame({"user_id": range(300), "split": "test", "ndcg_at_10": values,
-                      "recall_at_10": (values > 0.5).astype(float)}).to_parquet(tmp_path / f"{name}.parquet")
+        pd.DataFrame(
+            {"user_id": range(300), "split": "test", "ndcg_at_10": values, "recall_at_10": (values > 0.5).astype(float)}
+        ).to_parquet(tmp_path / f"{name}.parquet")
     monkeypatch.chdir(REPO)
-    code = main(["compare", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet"),
-                 "--metrics", "ndcg_at_10", "--boot", "300"])
+    code = main(
+        [
+            "compare",
+            str(tmp_path / "a.parquet"),
+            str(tmp_path / "b.parquet"),
+            "--metrics",
+            "ndcg_at_10",
+            "--boot",
+            "300",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "ndcg_at_10" in out and "+0.0200" in out and "95% CI" in out

@@ -16,7 +16,7 @@ import torch
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-from s2gr_core.models.sasrec import train_sasrec
+from s2gr_core.models.sasrec import SASRec, train_sasrec
 from s2gr_core.models.sasrec.data import IGNORE, length_bucketed_batches, training_windows
 from s2gr_core.models.sasrec.train import predict
 
@@ -34,6 +34,7 @@ TINY = SASRecConfig(
     seed=0,
     device="cpu",
     threads=1,
+    positions="from_end",
 )
 
 
@@ -108,7 +109,7 @@ from pathlib import Path
 from dataclasses import replace
 sys.path.insert(0, {repo!r})
 from tests.test_sasrec import TINY, cyclic_data
-from s2gr_core.models.sasrec import train_sasrec
+from s2gr_core.models.sasrec import SASRec, train_sasrec
 train, valid, _ = cyclic_data(3000, n_items=50, length=30)
 train_sasrec(replace(TINY, max_epochs=40, patience=40), train, valid[0], valid[1], 50, 8, Path({ckpt!r}),
              (10,), 512, progress=False)
@@ -169,3 +170,13 @@ def test_a_finished_or_different_run_starts_afresh(tmp_path: Path, capsys: pytes
         replace(TINY, max_epochs=2), train, valid[0], valid[1], 10, 8, tmp_path, (1,), 64, progress=False
     )
     assert "resuming" not in capsys.readouterr().out and again.resumed_from is None
+
+
+@pytest.mark.parametrize("positions", ["from_end", "from_start"])
+def test_position_ids(positions: str) -> None:
+    model = SASRec(n_items=5, max_len=4, cfg=replace(TINY, positions=positions))
+    seen = {}
+    model.pos_emb.register_forward_hook(lambda mod, inp, out: seen.update(ids=inp[0]))
+    model(torch.tensor([[1, 2, 0], [3, 4, 5]]))
+    expected = [[2, 3, 3], [1, 2, 3]] if positions == "from_end" else [[0, 1, 2], [0, 1, 2]]
+    assert seen["ids"].tolist() == expected  # from_end: the last real item always sits at max_len - 1

@@ -25,6 +25,7 @@ class SASRec(nn.Module):
     def __init__(self, n_items: int, max_len: int, cfg: SASRecConfig):
         super().__init__()
         self.n_items, self.max_len, self.hidden = n_items, max_len, cfg.hidden
+        self.from_end = cfg.positions == "from_end"
         self.item_emb = nn.Embedding(n_items + 1, cfg.hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
@@ -47,7 +48,11 @@ class SASRec(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         length = tokens.shape[1]
-        positions = torch.arange(length, device=tokens.device)
+        positions = torch.arange(length, device=tokens.device).expand(tokens.shape[0], length)
+        if self.from_end:
+            # the last real item gets position max_len - 1 whatever the sequence length (padding clamps)
+            shift = self.max_len - (tokens != 0).sum(dim=1, keepdim=True)
+            positions = (positions + shift).clamp(max=self.max_len - 1)
         x = self.item_emb(tokens) * math.sqrt(self.hidden) + self.pos_emb(positions)
         # Right padding + causal mask: a real position never attends to padding.
         h = self.encoder(self.drop(x), mask=self.causal[:length, :length], is_causal=True)
