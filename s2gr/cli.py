@@ -130,8 +130,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     import tempfile
 
     from s2gr.tracking import per_user_results
-    from s2gr_core.evaluation.compare import compare, format_deltas
-    from s2gr_core.stages.evaluate import per_user_frame
+    from s2gr_core.evaluation.compare import compare, format_deltas, read_per_user
 
     root = env.find_root()
     env.configure(root)
@@ -141,8 +140,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 per_user_results(root, ref, Path(tmp) / label) for ref, label in ((args.a, "a"), (args.b, "b"))
             )
             deltas = compare(
-                per_user_frame(path_a),
-                per_user_frame(path_b),
+                read_per_user(path_a),
+                read_per_user(path_b),
                 args.metrics,
                 args.split,
                 n_boot=args.boot,

@@ -122,10 +122,9 @@ class Parent:
     owned: bool  # this stage process manages the parent's status
 
 
-def find_or_create_parent(root: Path, experiment: str, dataset: str) -> Parent:
+def find_or_create_parent(mlf: Any, root: Path, experiment: str, dataset: str) -> Parent:
     if os.environ.get(PARENT_ENV):
         return Parent(os.environ[PARENT_ENV], owned=False)
-    mlf = client(root)
     group = dvc_group()
     if group is not None:
         key, cmd = group
@@ -206,7 +205,7 @@ class StageRun:
 
         self.root, self.stage = root, stage
         self.mlf = client(root)
-        self.parent = find_or_create_parent(root, experiment, dataset)
+        self.parent = find_or_create_parent(self.mlf, root, experiment, dataset)
         tags = {**base_tags(root, dataset), "stage": stage, "mlflow.parentRunId": self.parent.run_id}
         exp_id = self.mlf.get_run(self.parent.run_id).info.experiment_id
         self.run_id = self.mlf.create_run(exp_id, run_name=stage, tags=tags).info.run_id

@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -257,8 +258,6 @@ DATA_DIR_ENV = "S2GR_DATA_DIR"
 
 def data_source_dir(data: DataConfig) -> Path | None:
     """Where local dataset copies live: ``$S2GR_DATA_DIR``, else ``data.source_dir``."""
-    import os
-
     configured = os.environ.get(DATA_DIR_ENV) or data.source_dir
     return Path(configured).expanduser().resolve() if configured else None
 

@@ -9,6 +9,7 @@ t-test p-value.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,14 @@ class Delta:
     @property
     def relative(self) -> float:
         return self.delta / self.mean_a if self.mean_a else float("nan")
+
+
+def read_per_user(path: Path) -> pd.DataFrame:
+    """A ``*_per_user.parquet`` file written by an evaluate stage."""
+    frame = pd.read_parquet(path)
+    if not {"user_id", "split"} <= set(frame.columns):
+        raise ValueError(f"{path}: not a per-user evaluation file (needs user_id, split, metrics)")
+    return frame
 
 
 def bootstrap_ci(

@@ -25,6 +25,11 @@ def model_seed(params: Params, model: str) -> int | None:
     return getattr(section, "seed", None)
 
 
+def flatten_splits(summary: dict) -> dict[str, float]:
+    """``{"test": {"ndcg_at_10": x}}`` -> ``{"test.ndcg_at_10": x}``: the names MLflow and the report use."""
+    return {f"{s}.{k}": v for s in SPLITS for k, v in summary[s].items()}
+
+
 def evaluate_stage(
     params: Params,
     *,
@@ -40,7 +45,6 @@ def evaluate_stage(
     ks = params.evaluate.ks
     n_items = pq.read_metadata(items).num_rows
     frames, summary = [], {}
-    lists_by_split = {}
     for split, path in zip(SPLITS, (valid, test), strict=True):
         user_ids, _, targets = load_eval(str(path))
         try:
@@ -51,8 +55,7 @@ def evaluate_stage(
         pu = per_user_metrics(ranks, ks)
         summary[split] = {**mean_metrics(pu), "users": len(user_ids)}
         frames.append(pd.DataFrame({"user_id": user_ids, "split": split, "target": targets, "rank": ranks, **pu}))
-        lists_by_split[split] = lists.items
-    test_lists = lists_by_split["test"]
+    test_lists = lists.items  # the loop ends on the test split
     summary.update(
         {
             **{f"coverage_at_{k}": coverage(test_lists, n_items, k) for k in ks if k <= test_lists.shape[1]},
@@ -64,20 +67,14 @@ def evaluate_stage(
     )
     write_parquet(pd.concat(frames, ignore_index=True), per_user)
     write_json(summary, metrics)
-    flat = {f"{s}.{k}": v for s in SPLITS for k, v in summary[s].items()}
-    flat.update({k: v for k, v in summary.items() if k not in SPLITS})
+    flat = {**flatten_splits(summary), **{k: v for k, v in summary.items() if k not in SPLITS}}
     t = summary["test"]
+    shown = "  ".join(f"{m[0].upper()}@{k} {t[f'{m}_at_{k}']:.4f}" for m in ("recall", "ndcg") for k in ks if k > 1)
     return StageResult(
         metrics=flat,
         tags={"model": model, "seed": model_seed(params, model), "exclude_history": params.inference.exclude_history},
         artifacts=[metrics, per_user],
-        summary=(
-            f"{model} test: R@5 {t['recall_at_5']:.4f}  R@10 {t['recall_at_10']:.4f}  N@5 {t['ndcg_at_5']:.4f}  "
-            f"N@10 {t['ndcg_at_10']:.4f}  ({t['users']:,} users; coverage@10 "
-            f"{summary.get('coverage_at_10', float('nan')):.3f})"
-        )
-        if {"recall_at_5", "ndcg_at_10"} <= set(t)
-        else f"{model} test: {t}",
+        summary=f"{model} test: {shown}  ({t['users']:,} users)",
     )
 
 
@@ -95,14 +92,13 @@ def report_stage(
     for key, path in evaluations.items():
         model = key.removesuffix("_metrics")
         data = json.loads(path.read_text(encoding="utf-8"))
-        flat = {f"{s}.{k}": v for s in SPLITS for k, v in data[s].items()}
         records.append(
             {
                 "model": model,
                 "seed": model_seed(params, model),
                 "run_id": "workspace",
                 "start_time": now,
-                "metrics": flat,
+                "metrics": flatten_splits(data),
             }
         )
     try:
@@ -114,10 +110,3 @@ def report_stage(
         artifacts=[table, csv, chart],
         summary="\n" + markdown,
     )
-
-
-def per_user_frame(path: Path) -> pd.DataFrame:
-    frame = pd.read_parquet(path)
-    if not {"user_id", "split"} <= set(frame.columns):
-        raise ValueError(f"{path}: not a per-user evaluation file (needs user_id, split, metrics)")
-    return frame
