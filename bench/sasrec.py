@@ -22,37 +22,32 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from s2gr import env  # noqa: E402
+from common import RESULTS, log_run, prepare
 
-env.configure(ROOT)
-
-from s2gr_core.config import SASRecConfig, load_params  # noqa: E402
+from s2gr_core.config import SASRecConfig
 
 REPORTED = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")
 
 
-def prepare(dataset: str) -> tuple[Path, object]:
-    from s2gr_core.stages import get_stage
+def load_config(path: Path, overrides: list[str]) -> dict:
+    """The frozen config, with ``key=value`` overrides of its sasrec section (values parsed as YAML)."""
+    config = yaml.safe_load(path.read_text())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in config["sasrec"]:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config['sasrec'])}")
+        config["sasrec"][key] = yaml.safe_load(value)
+    return config
 
-    params = load_params(ROOT / "params.yaml")
-    params = replace(params, data=replace(params.data, name=dataset))
-    work = ROOT / "bench" / "work" / dataset
-    if not (work / "data" / "split" / "test.parquet").is_file():
-        for name in ("fetch", "ingest", "validate", "split"):
-            get_stage(name).run(params, work)
-    return work, params
 
-
-def run_seed(config_path: Path, seed: int) -> dict:
+def run_seed(config: dict, seed: int) -> dict:
     """One seed through the pipeline's own stages (train_sasrec, evaluate_sasrec) in the bench folder."""
     import json as _json
 
     from s2gr_core.stages import get_stage
 
-    config = yaml.safe_load(config_path.read_text())
     work, params = prepare(config["dataset"])
     params = replace(params, sasrec=SASRecConfig(**{**config["sasrec"], "seed": seed}))
     started = time.time()
@@ -78,46 +73,34 @@ def run_seed(config_path: Path, seed: int) -> dict:
     }
 
 
-def log_to_mlflow(results: list[dict], summary: dict, config_path: Path) -> None:
-    from mlflow.entities import Metric, Param
-
-    from s2gr.tracking import client, experiment_id, git_info
-
-    mlf = client(ROOT)
-    exp = experiment_id(mlf, "s2gr-bench", ROOT)
+def log_to_mlflow(results: list[dict], config_path: Path) -> None:
     for r in results:
-        tags = {
-            **git_info(ROOT),
-            "dataset": r["dataset"],
-            "model": "sasrec",
-            "seed": str(r["seed"]),
-            "device": r["device"],
-            "benchmark": config_path.name,
-        }
-        run = mlf.create_run(exp, run_name=f"sasrec-{r['dataset']}-seed{r['seed']}", tags=tags)
-        now = int(time.time() * 1000)
-        metrics = {f"test.{k}": v for k, v in r["test"].items()}
-        metrics.update(
+        log_run(
+            f"sasrec-{r['dataset']}-seed{r['seed']}",
             {
-                k: r[k]
-                for k in (
-                    "best_epoch",
-                    "epochs_run",
-                    "seconds_per_epoch",
-                    "train_seconds",
-                    "train_samples_per_s",
-                    "inference_users_per_s",
-                    "peak_memory_mb",
-                )
-            }
+                "dataset": r["dataset"],
+                "model": "sasrec",
+                "seed": str(r["seed"]),
+                "device": r["device"],
+                "benchmark": config_path.name,
+            },
+            {
+                **{f"test.{k}": v for k, v in r["test"].items()},
+                **{
+                    k: r[k]
+                    for k in (
+                        "best_epoch",
+                        "epochs_run",
+                        "seconds_per_epoch",
+                        "train_seconds",
+                        "train_samples_per_s",
+                        "inference_users_per_s",
+                        "peak_memory_mb",
+                    )
+                },
+            },
+            {f"sasrec.{k}": v for k, v in r["config"].items() if k != "seed"},
         )
-        mlf.log_batch(
-            run.info.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param(f"sasrec.{k}", str(v)) for k, v in r["config"].items() if k != "seed"],
-        )
-        mlf.set_terminated(run.info.run_id)
-    del summary
 
 
 def summarise(results: list[dict]) -> dict:
@@ -163,18 +146,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path, help="frozen benchmark config (bench/configs/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override sasrec fields of the config for a probe, e.g. --set hidden=128 lr=0.001",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the baseline's")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print("RESULT " + json.dumps(run_seed(args.config, args.seeds[0])), flush=True)
+        print("RESULT " + json.dumps(run_seed(load_config(args.config, args.overrides), args.seeds[0])), flush=True)
         return 0
-    dataset = yaml.safe_load(args.config.read_text())["dataset"]
+    dataset = load_config(args.config, args.overrides)["dataset"]
     prepare(dataset)
     results = []
     for seed in args.seeds:
         print(f"== {dataset} seed {seed}", flush=True)
         proc = subprocess.run(
-            [sys.executable, __file__, str(args.config), "--seeds", str(seed), "--worker"],
+            [sys.executable, __file__, str(args.config), "--seeds", str(seed), "--worker"]
+            + (["--set", *args.overrides] if args.overrides else []),
             capture_output=True,
             text=True,
             check=False,
@@ -184,12 +177,13 @@ def main() -> int:
             return proc.returncode
         results.append(json.loads(proc.stdout.rsplit("RESULT ", 1)[1]))
     summary = summarise(results)
-    out = ROOT / "bench" / "results"
+    out = RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"sasrec-{dataset}.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+    name = f"sasrec-{dataset}{'-' + args.tag if args.tag else ''}"
+    (out / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
     table = markdown(dataset, results, summary)
-    (out / f"sasrec-{dataset}.md").write_text(table)
-    log_to_mlflow(results, summary, args.config)
+    (out / f"{name}.md").write_text(table)
+    log_to_mlflow(results, args.config)
     print(table)
     return 0
 

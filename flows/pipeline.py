@@ -4,6 +4,7 @@ Run it without any server (Prefect starts an ephemeral one)::
 
     python -m flows.pipeline                  # what `make flow` does
     python -m flows.pipeline --refresh-data   # re-read the data source first (a new data drop)
+    python -m flows.pipeline --until sids     # only `sids` and the stages it depends on
 
 or against a Prefect server by setting ``PREFECT_API_URL``. Deployments (weekly
 retraining) are declared in ``prefect.yaml``. The flow opens the MLflow parent run;
@@ -29,7 +30,7 @@ FETCH_STAGE = "fetch"
 
 
 @flow(name="s2gr-pipeline", log_prints=True)
-def s2gr_pipeline(refresh_data: bool = False, force: bool = False) -> list[dict]:
+def s2gr_pipeline(refresh_data: bool = False, force: bool = False, until: str | None = None) -> list[dict]:
     """Reproduce the DVC pipeline; DVC decides which stages are stale.
 
     Args:
@@ -37,6 +38,7 @@ def s2gr_pipeline(refresh_data: bool = False, force: bool = False) -> list[dict]
             directory is picked up; downstream stages re-run only if the raw
             files actually changed.
         force: re-run every stage even if DVC considers it up to date.
+        until: run only this stage and the stages it depends on (all stages when empty).
     """
     from s2gr.tracking import end_run, start_pipeline_run
     from s2gr_core.config import load_params
@@ -45,7 +47,7 @@ def s2gr_pipeline(refresh_data: bool = False, force: bool = False) -> list[dict]
     env.configure(root)
     logger = get_run_logger()
     params = load_params(root / "params.yaml")
-    order = stage_order(root)
+    order = stage_order(root, until or None)
     retrying = run_dvc_stage.with_options(
         retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds
     )
@@ -88,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=s2gr_pipeline.__doc__)
     parser.add_argument("--refresh-data", action="store_true", help="force the fetch stage (new data drop)")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
+    parser.add_argument("--until", metavar="STAGE", help="run only STAGE and the stages it depends on")
     args = parser.parse_args(argv)
-    state = s2gr_pipeline(refresh_data=args.refresh_data, force=args.force, return_state=True)
+    state = s2gr_pipeline(refresh_data=args.refresh_data, force=args.force, until=args.until, return_state=True)
     return 0 if state.is_completed() else 1
 
 

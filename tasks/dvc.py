@@ -27,13 +27,27 @@ class StageError(RuntimeError):
         super().__init__(f"stage {stage!r} failed (exit {exit_code}):\n{tail}")
 
 
-def stage_order(root: Path) -> list[str]:
-    """Stage names of ``dvc.yaml`` in topological (run) order, from DVC's own graph."""
+def stage_order(root: Path, until: str | None = None) -> list[str]:
+    """Stage names of ``dvc.yaml`` in topological (run) order, from DVC's own graph.
+
+    ``until`` keeps only that stage and the stages it depends on (like ``dvc repro STAGE``).
+    """
     import networkx as nx
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return [stage.addressing for stage in nx.topological_sort(repo.index.graph.reverse())]
+        graph = repo.index.graph  # edges point from a stage to the stages it depends on
+        written = {stage.name: i for i, stage in enumerate(repo.index.stages)}
+        # among the valid orders, the one closest to how dvc.yaml lists the stages: stable and readable
+        ordered = list(nx.lexicographical_topological_sort(graph.reverse(), key=lambda s: written[s.name]))
+        if until is not None:
+            target = next((s for s in ordered if s.name == until), None)
+            if target is None:
+                names = ", ".join(s.name for s in ordered)
+                raise ValueError(f"unknown stage {until!r}; dvc.yaml has: {names}")
+            keep = nx.descendants(graph, target) | {target}
+            ordered = [s for s in ordered if s in keep]
+        return [stage.name for stage in ordered]
 
 
 def _retry_unless_rejected(task: Any, task_run: Any, state: Any) -> bool:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -30,8 +31,13 @@ os.environ.pop("S2GR_MLFLOW_PARENT_RUN_ID", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
+# The fixture catalogue has 40 items: the codebook gets fewer codes than items, and few epochs.
+TINY = {"codebook": {"codebook_size": 8, "epochs": 15, "batch_size": 16}, "sids": {"clusters": 3}}
+
+
 def repo_params(**overrides: dict) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    overrides = {**TINY, **overrides}
     for section, values in overrides.items():
         raw[section].update(values)
     return raw
@@ -74,3 +80,15 @@ def project_env(root: Path, **extra: str) -> dict[str, str]:
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     env.update(extra)
     return env
+
+
+@pytest.fixture(scope="session")
+def ml100k_embeddings(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    """Real all-MiniLM-L6-v2 embeddings (40 x 384) of the fixture's MovieLens items."""
+    from s2gr_core.data import get_dataset
+    from s2gr_core.semantic.embed import encode, render_texts
+
+    folder = write_ml100k(tmp_path_factory.mktemp("ml") / "ml-100k")
+    items = get_dataset("ml-100k").parse(folder).items.sort_values("item_id")
+    template = tuple(yaml.safe_load((REPO / "params.yaml").read_text())["embed"]["template"])
+    return encode(render_texts(items, template), "all-MiniLM-L6-v2", 16, "cpu", progress=False)

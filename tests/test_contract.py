@@ -99,3 +99,20 @@ def test_outputs_are_git_ignored() -> None:
         for path in [*stage.outs.values(), *stage.metrics.values()]:
             top = "/" + Path(path).parts[0] + "/"
             assert top in ignored, f"{path} must be git-ignored (DVC tracks it)"
+
+
+def test_flow_order_is_dvcs_topological_order_and_until_keeps_the_ancestors(project: Path) -> None:
+    from tasks.dvc import stage_order
+
+    everything = stage_order(project)
+    assert everything == [s.name for s in STAGES]  # dvc.yaml's own order, which is a valid run order
+    position = {name: i for i, name in enumerate(everything)}
+    for stage in STAGES:  # every producer runs before its consumers
+        for dep in stage.deps.values():
+            producers = [s.name for s in STAGES if dep in s.outs.values() or dep in s.metrics.values()]
+            assert all(position[p] < position[stage.name] for p in producers)
+    semantic = stage_order(project, until="sids")
+    assert semantic[-1] == "sids"
+    assert set(semantic) == {"fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids"}
+    with pytest.raises(ValueError, match=r"unknown stage .nope.; dvc\.yaml has: fetch"):
+        stage_order(project, until="nope")

@@ -58,14 +58,9 @@ def to_markdown(table: pd.DataFrame, dataset: str, metrics: tuple[str, ...] = RE
 
 
 def bar_chart(table: pd.DataFrame, path: Path, dataset: str, metrics: tuple[str, ...] = REPORT_METRICS) -> None:
-    import matplotlib
+    from s2gr_core.plots import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from s2gr_core.io import atomic_path
-
-    fig, ax = plt.subplots(figsize=(1.6 + 1.4 * len(metrics), 3.6), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(1.6 + 1.4 * len(metrics), 3.6), dpi=120)
     width = 0.8 / max(len(table), 1)
     x = np.arange(len(metrics))
     for i, (_, row) in enumerate(table.iterrows()):
@@ -77,10 +72,7 @@ def bar_chart(table: pd.DataFrame, path: Path, dataset: str, metrics: tuple[str,
     ax.set_title(f"Test metrics on {dataset}")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(

@@ -12,6 +12,7 @@ from s2gr_core.stages.base import NullReporter, Reporter, Stage, StageFailed, St
 from s2gr_core.stages.data import fetch_stage, ingest_stage, split_stage, validate_stage
 from s2gr_core.stages.evaluate import evaluate_stage, report_stage
 from s2gr_core.stages.models import train_sasrec_stage
+from s2gr_core.stages.semantic import codebook_stage, cooccur_stage, embed_stage, sids_stage
 
 RAW = "data/raw"
 INTERACTIONS = "data/processed/interactions.parquet"
@@ -21,6 +22,8 @@ IO = "s2gr_core/io.py"  # atomic writers: a change there may change any output
 TRAIN, VALID, TEST = "data/split/train.parquet", "data/split/valid.parquet", "data/split/test.parquet"
 PREDICTIONS_CODE = "s2gr_core/evaluation/predictions.py"
 MODEL_COMMON = "s2gr_core/models/common.py"
+EMBED, GRAPH, CODEBOOK, SIDS = "data/embed", "data/graph", "models/codebook", "data/sids"
+SEMANTIC_STAGE = "s2gr_core/stages/semantic.py"
 
 
 def evaluate_stage_for(model: str) -> Stage:
@@ -84,6 +87,54 @@ STAGES: tuple[Stage, ...] = (
         code=("s2gr_core/split.py", IO),
     ),
     Stage(
+        name="embed",
+        fn=embed_stage,
+        help="One text per item (embed.template) -> L2-normalised sentence embeddings; reused when unchanged.",
+        deps={"items": ITEMS},
+        outs={"embeddings": EMBED},
+        params=("embed",),
+        metrics={"metrics": "metrics/embed.json"},
+        code=("s2gr_core/semantic/embed.py", SEMANTIC_STAGE, IO),
+    ),
+    Stage(
+        name="cooccur",
+        fn=cooccur_stage,
+        help="Item co-occurrence graph from training sequences only; PPR-smoothed embeddings (H_align).",
+        deps={"train": TRAIN, "items": ITEMS, "embeddings": EMBED},
+        outs={"graph": GRAPH},
+        params=("cooccur",),
+        metrics={"metrics": "metrics/cooccur.json"},
+        code=("s2gr_core/semantic/graph.py", SEMANTIC_STAGE, IO),
+    ),
+    Stage(
+        name="codebook",
+        fn=codebook_stage,
+        help="Tokenizer on H_align: CoBa RQ-VAE (uniformity, load balancing) or RQ-KMeans; code usage plot.",
+        deps={"graph": GRAPH, "items": ITEMS},
+        outs={"model_dir": CODEBOOK, "usage": "reports/codebook_usage.png"},
+        params=("codebook", "data.name"),
+        metrics={"metrics": "metrics/codebook.json"},
+        code=(
+            "s2gr_core/semantic/codebook.py",
+            "s2gr_core/semantic/rqvae.py",
+            "s2gr_core/semantic/quantize.py",
+            "s2gr_core/plots.py",
+            MODEL_COMMON,
+            SEMANTIC_STAGE,
+            IO,
+        ),
+    ),
+    Stage(
+        name="sids",
+        fn=sids_stage,
+        help="Unique SIDs (L codes + de-dup code), constrained-decoding tables, per-level code clusters.",
+        deps={"model_dir": CODEBOOK, "items": ITEMS},
+        outs={"sids": SIDS},
+        params=("sids",),
+        metrics={"metrics": "metrics/sids.json"},
+        code=("s2gr_core/semantic/sids.py", "s2gr_core/semantic/quantize.py", SEMANTIC_STAGE, IO),
+    ),
+    Stage(
         name="train_sasrec",
         fn=train_sasrec_stage,
         help="Train SASRec with full softmax cross-entropy (early stopping, checkpoint/resume); write top-K lists.",
@@ -101,7 +152,7 @@ STAGES: tuple[Stage, ...] = (
         deps={f"{m}_metrics": f"metrics/eval_{m}.json" for m in EVALUATED_MODELS},
         outs={"table": "reports/models.md", "csv": "reports/models.csv", "chart": "reports/models.png"},
         params=("data.name", *(f"{m}.seed" for m in EVALUATED_MODELS)),
-        code=("s2gr_core/evaluation/report.py",),
+        code=("s2gr_core/evaluation/report.py", "s2gr_core/plots.py"),
     ),
 )
 

@@ -17,21 +17,16 @@ import dataclasses
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from s2gr_core.config.base import ConfigError, _help
+from s2gr_core.config.semantic import CodebookConfig, CooccurConfig, EmbedConfig, SidsConfig
+
 DATASETS = ("ml-100k", "amazon-beauty")
-
-
-class ConfigError(ValueError):
-    """A parameter in ``params.yaml`` is missing, unknown or out of range."""
-
-
-def _help(text: str) -> Any:
-    return field(metadata={"help": text})
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,8 +166,16 @@ class Params:
     inference: InferenceConfig = _help("How every model writes its top-K lists.")
     evaluate: EvaluateConfig = _help("Ranking metrics.")
     sasrec: SASRecConfig = _help("SASRec baseline (full softmax cross-entropy).")
+    embed: EmbedConfig = _help("Item text -> content embedding.")
+    cooccur: CooccurConfig = _help("Co-occurrence graph and personalised-PageRank smoothing.")
+    codebook: CodebookConfig = _help("Tokenizer: CoBa RQ-VAE or RQ-KMeans.")
+    sids: SidsConfig = _help("Semantic IDs, decoding tables and reasoning cluster targets.")
 
     def __post_init__(self) -> None:
+        if self.sids.clusters > self.codebook.codebook_size:
+            raise ConfigError(
+                f"sids.clusters: {self.sids.clusters} exceeds codebook.codebook_size {self.codebook.codebook_size}"
+            )
         if self.inference.top_k < max(self.evaluate.ks):
             raise ConfigError(
                 f"inference.top_k: {self.inference.top_k} is below the largest evaluate.ks {max(self.evaluate.ks)}"

@@ -1,0 +1,59 @@
+"""What every benchmark script shares: the bench work folder and logging to MLflow ("s2gr-bench")."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from s2gr import env  # noqa: E402
+
+env.configure(ROOT)
+
+from s2gr_core.config import Params, load_params  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def prepare(dataset: str) -> tuple[Path, Params]:
+    """The split of ``dataset`` made by the pipeline's own data stages, in bench/work/<dataset>/."""
+    from s2gr_core.stages import get_stage
+
+    params = load_params(ROOT / "params.yaml")
+    params = replace(params, data=replace(params.data, name=dataset))
+    work = ROOT / "bench" / "work" / dataset
+    if not (work / "data" / "split" / "test.parquet").is_file():
+        for name in ("fetch", "ingest", "validate", "split"):
+            get_stage(name).run(params, work)
+    return work, params
+
+
+def log_run(
+    name: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    params: dict[str, Any],
+    artifacts: list[Path] = (),  # type: ignore[assignment]
+) -> str:
+    """One finished MLflow run in the experiment ``s2gr-bench`` (same store as the pipeline)."""
+    from mlflow.entities import Metric, Param
+
+    from s2gr.tracking import client, experiment_id, git_info
+
+    mlf = client(ROOT)
+    run = mlf.create_run(experiment_id(mlf, "s2gr-bench", ROOT), run_name=name, tags={**git_info(ROOT), **tags})
+    now = int(time.time() * 1000)
+    mlf.log_batch(
+        run.info.run_id,
+        metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+        params=[Param(k, str(v)) for k, v in params.items()],
+    )
+    for path in artifacts:
+        mlf.log_artifact(run.info.run_id, str(path))
+    mlf.set_terminated(run.info.run_id)
+    return run.info.run_id
