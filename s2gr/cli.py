@@ -183,6 +183,50 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from s2gr_core.config import load_params
+    from s2gr_core.models.gr.explain import explain
+    from s2gr_core.models.gr.train import load_model
+    from s2gr_core.split import load_eval, load_train
+    from s2gr_core.stages.generative import load_semantic
+
+    root = env.find_root()
+    params = load_params(root / "params.yaml")
+    best = root / "models" / "s2gr" / "best.pt"
+    if not best.is_file():
+        print(f"s2gr explain: {best} not found; train the model first (dvc repro train_s2gr)", file=sys.stderr)
+        return 1
+    items = pd.read_parquet(root / "data" / "processed" / "items.parquet").sort_values("item_id")
+    users, histories, _ = load_eval(str(root / "data" / "split" / "test.parquet"))
+    keys = pd.read_parquet(root / "data" / "processed" / "interactions.parquet", columns=["user_id", "user_key"])
+    lookup = dict(zip(keys["user_key"].astype(str), keys["user_id"], strict=False))
+    user_id = lookup.get(str(args.user))
+    if user_id is None or user_id not in set(users.tolist()):
+        print(f"s2gr explain: unknown user {args.user!r} (give the dataset's own user key)", file=sys.stderr)
+        return 1
+    _, sequences = load_train(str(root / "data" / "split" / "train.parquet"))
+    popularity = np.bincount(np.concatenate(sequences), minlength=len(items))
+    sem = load_semantic(root / "data" / "sids", len(items))
+    model = load_model(best)
+    history = histories[int(np.flatnonzero(users == user_id)[0])]
+    result = explain(model, sem, history, popularity, params.s2gr.beam, top_k=10)
+    title = items["title"].fillna("(no title)").tolist()
+    print(f"user {args.user} — history (oldest first, test split):")
+    for item in result.history:
+        print(f"  - {title[item]}")
+    print("thinking, level by level (nearest code cluster of each thinking vector):")
+    for t in result.thoughts:
+        shown = "; ".join(title[i] for i in t.examples)
+        print(f"  t{t.level}: cluster {t.cluster} (cos {t.similarity:.2f}), e.g. {shown}")
+    print("top-10:")
+    for rank, item in enumerate(result.top, 1):
+        print(f"  {rank:2d}. {title[item]}")
+    return 0
+
+
 def _param_value(params: object, dotted: str) -> object:
     value = params
     for part in dotted.split("."):
@@ -217,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=[s.name for s in STAGES], metavar="NAME", help="stage name (see below)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_stage)
+    p = sub.add_parser(
+        "explain",
+        help="what the S2GR model thought for one user: history, each thinking vector's cluster, top-10",
+        description="Uses models/s2gr/best.pt and the user's test-split history. USER is the dataset's own "
+        "user key (MovieLens user id, Amazon reviewer id).",
+    )
+    p.add_argument("user", help="the user's key in the raw data")
+    p.set_defaults(func=cmd_explain)
     p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
     p.set_defaults(func=cmd_stages)
     p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")

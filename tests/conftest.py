@@ -32,7 +32,12 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 # The fixture catalogue has 40 items: the codebook gets fewer codes than items, and few epochs.
-TINY = {"codebook": {"codebook_size": 8, "epochs": 15, "batch_size": 16}, "sids": {"clusters": 3}}
+TINY = {
+    "codebook": {"codebook_size": 8, "epochs": 15, "batch_size": 16},
+    "sids": {"clusters": 3},
+    "tiger": {"max_epochs": 2, "warmup_steps": 2},
+    "s2gr": {"max_epochs": 2, "warmup_steps": 2},
+}
 
 
 def repo_params(**overrides: dict) -> dict:

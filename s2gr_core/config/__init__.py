@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from s2gr_core.config.base import ConfigError, _help
+from s2gr_core.config.gr import GRConfig, S2GRConfig
 from s2gr_core.config.semantic import CodebookConfig, CooccurConfig, EmbedConfig, SidsConfig
 
 DATASETS = ("ml-100k", "amazon-beauty")
@@ -170,12 +171,19 @@ class Params:
     cooccur: CooccurConfig = _help("Co-occurrence graph and personalised-PageRank smoothing.")
     codebook: CodebookConfig = _help("Tokenizer: CoBa RQ-VAE or RQ-KMeans.")
     sids: SidsConfig = _help("Semantic IDs, decoding tables and reasoning cluster targets.")
+    tiger: GRConfig = _help("TIGER: generative retrieval of SIDs, codes only.")
+    s2gr: S2GRConfig = _help("S2GR: TIGER plus a latent thinking vector before each code.")
 
     def __post_init__(self) -> None:
         if self.sids.clusters > self.codebook.codebook_size:
             raise ConfigError(
                 f"sids.clusters: {self.sids.clusters} exceeds codebook.codebook_size {self.codebook.codebook_size}"
             )
+        for name in ("tiger", "s2gr"):
+            if getattr(self, name).beam < self.inference.top_k:
+                raise ConfigError(
+                    f"{name}.beam: {getattr(self, name).beam} is below inference.top_k {self.inference.top_k}"
+                )
         if self.inference.top_k < max(self.evaluate.ks):
             raise ConfigError(
                 f"inference.top_k: {self.inference.top_k} is below the largest evaluate.ks {max(self.evaluate.ks)}"
@@ -233,7 +241,12 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         if name not in raw:
             raise ConfigError(f"{where}: missing from params.yaml")
         kwargs[name] = _check_type(raw[name], hints[name], where)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:  # a section class shared by several sections names fields without its prefix
+        if prefix and not str(exc).startswith(f"{prefix}."):
+            raise ConfigError(f"{prefix}.{exc}") from None
+        raise
 
 
 def params_from_dict(raw: dict[str, Any]) -> Params:

@@ -11,6 +11,7 @@ from functools import partial
 from s2gr_core.stages.base import NullReporter, Reporter, Stage, StageFailed, StageResult
 from s2gr_core.stages.data import fetch_stage, ingest_stage, split_stage, validate_stage
 from s2gr_core.stages.evaluate import evaluate_stage, report_stage
+from s2gr_core.stages.generative import train_generative_stage
 from s2gr_core.stages.models import train_sasrec_stage
 from s2gr_core.stages.semantic import codebook_stage, cooccur_stage, embed_stage, sids_stage
 
@@ -40,7 +41,22 @@ def evaluate_stage_for(model: str) -> Stage:
     )
 
 
-EVALUATED_MODELS = ("sasrec",)
+def train_generative_for(mode: str) -> Stage:
+    """``train_<mode>``: the sequence-to-SID model in TIGER or S2GR mode."""
+    return Stage(
+        name=f"train_{mode}",
+        fn=partial(train_generative_stage, mode=mode),
+        help=f"Train {mode.upper()} on SIDs (early stopping, checkpoint/resume); constrained beam search top-K lists.",
+        deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS, "sids": SIDS},
+        outs={"model_dir": f"models/{mode}", "predictions": f"predictions/{mode}"},
+        params=(mode, "inference", "evaluate.ks", "split.max_history"),
+        metrics={"metrics": f"metrics/train_{mode}.json"},
+        code=("s2gr_core/models/gr", "s2gr_core/models/training.py", MODEL_COMMON, PREDICTIONS_CODE, IO),
+    )
+
+
+GENERATIVE_MODELS = ("tiger", "s2gr")
+EVALUATED_MODELS = ("sasrec", *GENERATIVE_MODELS)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -142,8 +158,9 @@ STAGES: tuple[Stage, ...] = (
         outs={"model_dir": "models/sasrec", "predictions": "predictions/sasrec"},
         params=("sasrec", "inference", "evaluate.ks", "split.max_history"),
         metrics={"metrics": "metrics/train_sasrec.json"},
-        code=("s2gr_core/models/sasrec", MODEL_COMMON, PREDICTIONS_CODE, IO),
+        code=("s2gr_core/models/sasrec", "s2gr_core/models/training.py", MODEL_COMMON, PREDICTIONS_CODE, IO),
     ),
+    *(train_generative_for(m) for m in GENERATIVE_MODELS),
     *(evaluate_stage_for(m) for m in EVALUATED_MODELS),
     Stage(
         name="report",

@@ -1,18 +1,10 @@
-"""SASRec training: full softmax cross-entropy, early stopping, checkpoint every epoch, resume.
-
-Checkpoints in ``ckpt_dir``: ``last.pt`` (everything needed to resume: model,
-optimiser, epoch, early-stopping state, RNG states, a fingerprint of config and
-data) and ``best.pt`` (the weights with the best validation NDCG@10). A run that
-is interrupted resumes from ``last.pt`` when the fingerprint still matches and
-training had not finished; otherwise it starts afresh.
-"""
+"""SASRec training: full softmax cross-entropy; the epoch loop (early stopping on validation
+NDCG@10, ``last.pt`` every epoch, resume) is :func:`s2gr_core.models.training.fit`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,12 +15,10 @@ from tqdm.auto import tqdm
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-from s2gr_core.io import atomic_path
 from s2gr_core.models.common import pad_right, peak_memory_mb, resolve_device, seed_everything, set_threads, top_k_items
 from s2gr_core.models.sasrec.data import IGNORE, length_bucketed_batches, training_windows
 from s2gr_core.models.sasrec.model import SASRec
-
-LogFn = Callable[[dict[str, float], int], None]
+from s2gr_core.models.training import EpochResult, LogFn, fit
 
 
 @dataclass(slots=True)
@@ -95,11 +85,6 @@ def validation_metrics(
     return mean_metrics(per_user_metrics(target_ranks(items, targets), ks))
 
 
-def _save(obj: object, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def load_model(path: Path, device: str | torch.device = "cpu") -> SASRec:
     """Rebuild a trained SASRec from ``best.pt``."""
     state = torch.load(path, map_location=device, weights_only=False)
@@ -133,27 +118,8 @@ def train_sasrec(
     seed_everything(cfg.seed)
     model = SASRec(n_items, max_len, cfg).to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    rng = np.random.default_rng(cfg.seed)
-    start_epoch, best, best_epoch, bad_epochs, history, resumed = 1, -1.0, 0, 0, [], None
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=False)
-        if state.get("fingerprint") == fp and not state.get("finished"):
-            model.load_state_dict(state["model"])
-            optim.load_state_dict(state["optim"])
-            rng.bit_generator.state = state["numpy_rng"]
-            torch.set_rng_state(state["torch_rng"])
-            start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
-            bad_epochs, history, resumed = state["bad_epochs"], state["history"], state["epoch"]
-            print(f"resuming from epoch {state['epoch']} checkpoint (best {stop_metric} {best:.4f})", flush=True)
 
-    epoch_times: list[float] = []
-    for epoch in range(start_epoch, cfg.max_epochs + 1):
-        if bad_epochs >= cfg.patience:
-            break
-        model.train()
-        started = time.time()
+    def train_epoch(epoch: int, rng: np.random.Generator) -> EpochResult:
         batches = length_bucketed_batches(inputs, cfg.batch_size, rng)
         total, count = 0.0, 0
         bar = tqdm(
@@ -175,74 +141,32 @@ def train_sasrec(
             count += len(idx)
             if b % 20 == 0:
                 bar.set_postfix(loss=f"{total / count:.4f}")
-        train_seconds = time.time() - started
-        valid = validation_metrics(model, valid_histories, valid_targets, ks, inference_batch, device, exclude_history)
-        epoch_times.append(time.time() - started)
-        improved = valid[stop_metric] > best
-        if improved:
-            best, best_epoch, bad_epochs = valid[stop_metric], epoch, 0
-            _save(
-                {
-                    "model": model.state_dict(),
-                    "config": asdict(cfg),
-                    "n_items": n_items,
-                    "max_len": max_len,
-                    "epoch": epoch,
-                    "valid": valid,
-                },
-                best_path,
-            )
-        else:
-            bad_epochs += 1
-        row = {
-            "epoch": epoch,
-            "train_loss": total / max(count, 1),
-            "epoch_seconds": epoch_times[-1],
-            "train_samples_per_s": n_targets / max(train_seconds, 1e-9),
-            **{f"valid_{k}": v for k, v in valid.items()},
-        }
-        history.append(row)
-        if log is not None:
-            log({k: v for k, v in row.items() if k != "epoch"}, epoch)
-        print(
-            f"epoch {epoch:3d}  loss {row['train_loss']:.4f}  valid {stop_metric} {valid[stop_metric]:.4f}"
-            f"{'  *' if improved else ''}  ({epoch_times[-1]:.1f}s)",
-            flush=True,
-        )
-        _save(
-            {
-                "model": model.state_dict(),
-                "optim": optim.state_dict(),
-                "epoch": epoch,
-                "best": best,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-                "history": history,
-                "fingerprint": fp,
-                "numpy_rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "finished": False,
-            },
-            last_path,
-        )
+        return EpochResult({"loss": total / max(count, 1)}, n_targets)
 
-    if not best_path.is_file():
-        raise RuntimeError(f"{ckpt_dir}: no best checkpoint was written (max_epochs={cfg.max_epochs})")
-    final = torch.load(last_path, map_location=device, weights_only=False)
-    final["finished"] = True
-    _save(final, last_path)
-    best_state = torch.load(best_path, map_location=device, weights_only=False)
-    model.load_state_dict(best_state["model"])
-    model.eval()
+    outcome = fit(
+        model,
+        {"optim": optim},
+        train_epoch,
+        lambda: validation_metrics(model, valid_histories, valid_targets, ks, inference_batch, device, exclude_history),
+        ckpt_dir=ckpt_dir,
+        fingerprint=fp,
+        max_epochs=cfg.max_epochs,
+        patience=cfg.patience,
+        seed=cfg.seed,
+        stop_metric=stop_metric,
+        best_extra={"config": asdict(cfg), "n_items": n_items, "max_len": max_len},
+        device=device,
+        log=log,
+    )
     return TrainOutcome(
         model=model,
-        best_epoch=best_epoch,
-        epochs_run=int(history[-1]["epoch"]) if history else 0,
-        best_valid=best_state["valid"],
-        seconds_per_epoch=float(np.mean(epoch_times)) if epoch_times else 0.0,
-        samples_per_second=n_targets / float(np.mean(epoch_times)) if epoch_times else 0.0,
+        best_epoch=outcome.best_epoch,
+        epochs_run=outcome.epochs_run,
+        best_valid=outcome.best_valid,
+        seconds_per_epoch=outcome.seconds_per_epoch,
+        samples_per_second=outcome.samples_per_second,
         peak_memory_mb=peak_memory_mb(device),
-        resumed_from=resumed,
+        resumed_from=outcome.resumed_from,
         device=str(device),
-        history=history,
+        history=outcome.history,
     )

@@ -1,0 +1,1 @@
+"""Generative retrieval over Semantic IDs (TIGER / S2GR): decoding and, later, the seq2seq model."""

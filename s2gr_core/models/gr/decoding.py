@@ -1,0 +1,70 @@
+"""Turn a :class:`SeqToSID` into top-K item lists with the constrained beam search.
+
+Each beam carries its own decoder cache (self-attention keys/values, the cross-attention
+keys/values of its user's history and, for S2GR, the last decoder output); the search
+reorders the caches by parent beam after every position, so nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from s2gr_core.models.gr.beam import DecodingTables, beam_search
+from s2gr_core.models.gr.model import SeqToSID
+
+
+def reorder_cache(cache: dict[str, Any], parent: torch.Tensor) -> dict[str, Any]:
+    return {
+        "memory_kv": [(k[parent], v[parent]) for k, v in cache["memory_kv"]],
+        "mask": cache["mask"][parent],
+        "self_kv": [(k[parent], v[parent]) for k, v in cache["self_kv"]],
+        "h": cache["h"][parent],
+        "step": cache["step"],
+    }
+
+
+def make_step(model: SeqToSID):
+    """The beam-search step of ``model``: log-probabilities of SID position ``position`` per beam."""
+    spec = model.spec
+
+    def advance(x: torch.Tensor, cache: dict[str, Any]) -> torch.Tensor:
+        cache["h"] = model.decode_step(x, cache["step"], cache)
+        cache["step"] += 1
+        return cache["h"]
+
+    def step(position: int, last: torch.Tensor, cache: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        n = last.shape[0]
+        x = model.bos.expand(n, -1) if position == 0 else model.code_embedding(position - 1, last)
+        h = advance(x, cache)
+        if spec.mode == "s2gr":
+            if spec.reasoning_first:
+                if position == 0:  # all thinking vectors first, chained
+                    for level in range(spec.levels):
+                        h = advance(h + model.level_pos[level], cache)
+            elif position < spec.levels:  # think about level `position`, inside the same beam
+                h = advance(h + model.level_pos[position], cache)
+        return F.log_softmax(model.logits(position, h), dim=-1), cache
+
+    return step
+
+
+@torch.no_grad()
+def recommend(
+    model: SeqToSID,
+    history: torch.Tensor,
+    tables: DecodingTables,
+    beam: int,
+    users: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """history (B, H, P) -> the ``beam`` best items (B, W) and their log-probabilities, best first."""
+    was = model.training
+    model.eval()
+    memory, mask = model.encode(history, users)
+    memory, mask = memory.repeat_interleave(beam, dim=0), mask.repeat_interleave(beam, dim=0)
+    cache = model.new_cache(memory, mask)
+    items, scores = beam_search(make_step(model), reorder_cache, cache, tables, history.shape[0], beam)
+    model.train(was)
+    return items, scores

@@ -1,0 +1,154 @@
+"""The epoch loop every model shares: early stopping, a checkpoint every epoch, resume.
+
+Checkpoints in ``ckpt_dir``: ``last.pt`` (everything needed to resume: model, optimiser
+and scheduler states, epoch, early-stopping state, RNG states, a fingerprint of config and
+data) and ``best.pt`` (the weights with the best validation score, plus ``best_extra``).
+An interrupted run resumes from ``last.pt`` when the fingerprint still matches and training
+had not finished; otherwise it starts afresh. A model supplies only what an epoch computes
+(``train_epoch``) and how it is scored (``validate``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from s2gr_core.io import atomic_path
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+@dataclass(slots=True)
+class EpochResult:
+    losses: dict[str, float]  # mean of each loss term over the epoch ("loss" = the total)
+    samples: int  # training targets seen
+
+
+@dataclass(slots=True)
+class FitOutcome:
+    best_epoch: int
+    epochs_run: int
+    best_valid: dict[str, float]
+    seconds_per_epoch: float
+    samples_per_second: float
+    resumed_from: int | None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def save(obj: object, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def fit(
+    model: nn.Module,
+    stateful: dict[str, Any],
+    train_epoch: Callable[[int, np.random.Generator], EpochResult],
+    validate: Callable[[], dict[str, float]],
+    *,
+    ckpt_dir: Path,
+    fingerprint: str,
+    max_epochs: int,
+    patience: int,
+    seed: int,
+    stop_metric: str,
+    best_extra: dict[str, Any],
+    device: torch.device,
+    log: LogFn | None = None,
+) -> FitOutcome:
+    """Train until ``patience`` epochs pass without a better ``stop_metric``; load the best weights.
+
+    ``stateful`` maps names to objects with ``state_dict``/``load_state_dict`` (optimiser,
+    scheduler) that must resume with the model.
+    """
+    rng = np.random.default_rng(seed)
+    start_epoch, best, best_epoch, bad_epochs, history, resumed = 1, -1.0, 0, 0, [], None
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if last_path.is_file():
+        state = torch.load(last_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == fingerprint and "stateful" in state and not state.get("finished"):
+            model.load_state_dict(state["model"])
+            for name, obj in stateful.items():
+                obj.load_state_dict(state["stateful"][name])
+            rng.bit_generator.state = state["numpy_rng"]
+            torch.set_rng_state(state["torch_rng"])
+            start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+            bad_epochs, history, resumed = state["bad_epochs"], state["history"], state["epoch"]
+            print(f"resuming from epoch {state['epoch']} checkpoint (best {stop_metric} {best:.4f})", flush=True)
+
+    epoch_times: list[float] = []
+    samples = 0
+    for epoch in range(start_epoch, max_epochs + 1):
+        if bad_epochs >= patience:
+            break
+        model.train()
+        started = time.time()
+        result = train_epoch(epoch, rng)
+        train_seconds = time.time() - started
+        samples = result.samples
+        valid = validate()
+        epoch_times.append(time.time() - started)
+        improved = valid[stop_metric] > best
+        if improved:
+            best, best_epoch, bad_epochs = valid[stop_metric], epoch, 0
+            save({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, best_path)
+        else:
+            bad_epochs += 1
+        row = {
+            "epoch": epoch,
+            **{f"train_{k}": v for k, v in result.losses.items()},
+            "epoch_seconds": epoch_times[-1],
+            "train_samples_per_s": result.samples / max(train_seconds, 1e-9),
+            **{f"valid_{k}": v for k, v in valid.items()},
+        }
+        history.append(row)
+        if log is not None:
+            log({k: v for k, v in row.items() if k != "epoch"}, epoch)
+        print(
+            f"epoch {epoch:3d}  loss {result.losses['loss']:.4f}  valid {stop_metric} {valid[stop_metric]:.4f}"
+            f"{'  *' if improved else ''}  ({epoch_times[-1]:.1f}s)",
+            flush=True,
+        )
+        save(
+            {
+                "model": model.state_dict(),
+                "stateful": {name: obj.state_dict() for name, obj in stateful.items()},
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "history": history,
+                "fingerprint": fingerprint,
+                "numpy_rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "finished": False,
+            },
+            last_path,
+        )
+
+    if not best_path.is_file():
+        raise RuntimeError(f"{ckpt_dir}: no best checkpoint was written (max_epochs={max_epochs})")
+    final = torch.load(last_path, map_location=device, weights_only=False)
+    final["finished"] = True
+    save(final, last_path)
+    best_state = torch.load(best_path, map_location=device, weights_only=False)
+    model.load_state_dict(best_state["model"])
+    model.eval()
+    mean_epoch = float(np.mean(epoch_times)) if epoch_times else 0.0
+    return FitOutcome(
+        best_epoch=best_epoch,
+        epochs_run=int(history[-1]["epoch"]) if history else 0,
+        best_valid=best_state["valid"],
+        seconds_per_epoch=mean_epoch,
+        samples_per_second=samples / mean_epoch if mean_epoch else 0.0,
+        resumed_from=resumed,
+        history=history,
+    )

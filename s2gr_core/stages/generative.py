@@ -1,0 +1,117 @@
+"""Generative-recommender stages: train_tiger and train_s2gr (one function, the mode bound)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from s2gr_core.config import Params
+from s2gr_core.evaluation.predictions import write_predictions
+from s2gr_core.io import write_json
+from s2gr_core.models.gr.beam import DecodingTables
+from s2gr_core.models.gr.data import load_sids
+from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
+from s2gr_core.semantic.sids import SidTrie
+from s2gr_core.split import load_eval, load_train
+from s2gr_core.stages.base import Reporter, StageFailed, StageResult
+
+
+def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
+    """The sids stage's outputs as the tensors the model and the decoder use."""
+    try:
+        table = load_sids(sids / "sids.parquet", n_items)
+    except ValueError as exc:
+        raise StageFailed(str(exc)) from exc
+    trie = SidTrie.load(sids / "trie.npz")
+    with np.load(sids / "clusters.npz") as clusters:
+        centroids = torch.as_tensor(clusters["centroids"], dtype=torch.float32)
+        cluster_of_code = torch.as_tensor(clusters["cluster_of_code"], dtype=torch.int64)
+    return Semantic(table, DecodingTables.from_numpy(trie.children, device), centroids, cluster_of_code)
+
+
+def train_generative_stage(
+    params: Params,
+    *,
+    mode: Literal["tiger", "s2gr"],
+    train: Path,
+    valid: Path,
+    test: Path,
+    items: Path,
+    sids: Path,
+    model_dir: Path,
+    predictions: Path,
+    metrics: Path,
+    reporter: Reporter,
+) -> StageResult:
+    """Train on SIDs (early stopping on validation NDCG@10), then decode top-K lists for valid and test."""
+    cfg, inf = getattr(params, mode), params.inference
+    n_items = pq.read_metadata(items).num_rows
+    if n_items < inf.top_k:
+        raise StageFailed(f"{items}: the catalogue has {n_items} items, fewer than inference.top_k={inf.top_k}")
+    sem = load_semantic(sids, n_items)
+    users, sequences = load_train(str(train))
+    valid_split = load_eval(str(valid))
+    test_users, test_hist, _ = load_eval(str(test))  # histories only: targets are read by evaluate
+    outcome = train_gr(
+        cfg,
+        mode,
+        sem,
+        users,
+        sequences,
+        valid_split,
+        params.split.max_history,
+        model_dir,
+        params.evaluate.ks,
+        inf.batch_size,
+        log=reporter.log_metrics,
+    )
+    device = next(outcome.model.parameters()).device
+    sem.tables = DecodingTables(tuple(t.to(device) for t in sem.tables.children))
+    started = time.time()
+    lists = {}
+    for split, split_users, hist in (("valid", valid_split[0], valid_split[1]), ("test", test_users, test_hist)):
+        lists[split] = (
+            split_users,
+            *predict(outcome.model, hist, split_users, sem, cfg.beam, inf.top_k, inf.batch_size, device),
+        )
+    decode_seconds = time.time() - started
+    predictions.mkdir(parents=True, exist_ok=True)
+    for split, (split_users, items_, scores) in lists.items():
+        write_predictions(predictions / f"{split}.parquet", split_users, items_, scores)
+    n_params = sum(p.numel() for p in outcome.model.parameters())
+    summary = {
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": outcome.epochs_run,
+        "best_valid_ndcg_at_10": outcome.best_valid.get("ndcg_at_10", float("nan")),
+        "seconds_per_epoch": round(outcome.seconds_per_epoch, 3),
+        "train_samples_per_s": round(outcome.samples_per_second, 1),
+        "decode_users_per_s": round((len(valid_split[0]) + len(test_users)) / max(decode_seconds, 1e-9), 1),
+        "peak_memory_mb": round(outcome.peak_memory_mb, 1),
+        "parameters": n_params,
+    }
+    write_json(summary, metrics)
+    write_json(outcome.history, model_dir / "history.json")
+    best = model_dir / "best.pt"
+    return StageResult(
+        metrics=summary,
+        tags={
+            "model": mode,
+            "seed": cfg.seed,
+            "device": outcome.device,
+            "beam": cfg.beam,
+            "resumed_from_epoch": outcome.resumed_from if outcome.resumed_from is not None else "none",
+        },
+        artifacts=[metrics, model_dir / "history.json"],
+        summary=(
+            f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
+            f"{summary['seconds_per_epoch']:.1f}s/epoch, {summary['train_samples_per_s']:.0f} samples/s, "
+            f"decoding {summary['decode_users_per_s']:.0f} users/s (beam {cfg.beam}) on {outcome.device}, "
+            f"{n_params:,} parameters"
+        ),
+        model=lambda: load_model(best),
+    )

@@ -1,0 +1,162 @@
+"""The sequence-to-SID model (TIGER and S2GR modes): shapes, masks, caches, gradients, decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from s2gr_core.models.gr.beam import DecodingTables
+from s2gr_core.models.gr.decoding import make_step, recommend, reorder_cache
+from s2gr_core.models.gr.losses import LossWeights, training_loss
+from s2gr_core.models.gr.model import GRSpec, SeqToSID
+from s2gr_core.semantic.sids import SidTrie, deduplicate
+
+MODES = {
+    "tiger": {"mode": "tiger"},
+    "s2gr": {"mode": "s2gr"},
+    "s2gr-reasoning-first": {"mode": "s2gr", "reasoning_first": True},
+}
+WEIGHTS = LossWeights(tau=0.1, align=1.0, interest=1.0, reg=0.5)
+
+
+def catalogue(n_items: int = 30, seed: int = 0) -> np.ndarray:
+    return deduplicate(np.random.default_rng(seed).integers(0, 4, size=(n_items, 3)))
+
+
+def tiny(sids: np.ndarray, **changes) -> SeqToSID:
+    vocab = tuple(int(v) for v in sids.max(0) + 1)
+    spec = GRSpec(
+        vocab=vocab,
+        max_history=5,
+        d_model=32,
+        heads=2,
+        head_dim=16,
+        ffn=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        dropout=0.0,
+        mode="tiger",
+        cluster_dim=8,
+    )
+    torch.manual_seed(0)
+    return SeqToSID(dataclasses.replace(spec, **changes))
+
+
+def histories(sids: np.ndarray, n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    items = rng.integers(0, len(sids), size=(n, 6))
+    hist = torch.as_tensor(sids[items[:, :5]])
+    hist[0, :2] = -1  # a short history: left-padded
+    return hist, torch.as_tensor(sids[items[:, 5]])
+
+
+def clusters(model: SeqToSID) -> tuple[torch.Tensor, torch.Tensor]:
+    levels = model.spec.levels
+    cluster_of_code = torch.arange(max(model.spec.vocab[:levels]))[None].repeat(levels, 1) % 2
+    return torch.randn(levels, 2, model.spec.cluster_dim), cluster_of_code
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_encoder_shapes_and_padding_mask(merge: bool) -> None:
+    sids = catalogue()
+    model = tiny(sids, merge_codes=merge, user_buckets=7).eval()
+    hist, _ = histories(sids)
+    users = torch.arange(len(hist))
+    memory, mask = model.encode(hist, users)
+    per_item = 1 if merge else sids.shape[1]
+    assert memory.shape == (len(hist), 1 + 5 * per_item, 32)
+    assert mask.shape == (len(hist), 1, 1, 1 + 5 * per_item)
+    assert mask[0, 0, 0, 1 : 1 + 2 * per_item].sum() == 0 and mask[0, 0, 0, 0]  # padded items, user token kept
+    # a padded item is marked by its first code; whatever its other codes hold must not reach real tokens
+    changed = hist.clone()
+    changed[0, :2, 1:] = torch.as_tensor(sids[3, 1:])
+    again, again_mask = model.encode(changed, users)
+    assert torch.equal(again_mask, mask)
+    real = mask[0, 0, 0]
+    torch.testing.assert_close(memory[0, real], again[0, real])
+    assert not torch.allclose(memory[0, ~real], again[0, ~real])  # (the padded tokens themselves did change)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_stepwise_decoding_reproduces_teacher_forcing(mode: str) -> None:
+    """The cached step-by-step decoder (used by beam search) computes exactly the training logits."""
+    sids = catalogue()
+    model = tiny(sids, **MODES[mode]).eval()
+    hist, target = histories(sids)
+    memory, mask = model.encode(hist)
+    forced, thoughts = model.teacher_forced(memory, mask, target)
+    assert [lg.shape for lg in forced] == [(len(hist), v) for v in model.spec.vocab]
+    assert (thoughts is None) == (mode == "tiger")
+    step, cache = make_step(model), model.new_cache(memory, mask)
+    last = torch.full((len(hist),), -1)
+    for position in range(model.spec.positions):
+        logp, cache = step(position, last, cache)
+        torch.testing.assert_close(logp, F.log_softmax(forced[position], -1), rtol=1e-4, atol=1e-5)
+        cache = reorder_cache(cache, torch.arange(len(hist)))
+        last = target[:, position]
+
+
+def test_thinking_vectors_get_gradients_from_alignment_and_regularisation() -> None:
+    sids = catalogue()
+    model = tiny(sids, mode="s2gr")
+    hist, target = histories(sids)
+    centroids, cluster_of_code = clusters(model)
+    for term in ("align", "reg"):
+        model.zero_grad()
+        terms = training_loss(model, hist, target, WEIGHTS, centroids, cluster_of_code)
+        terms[term].backward()
+        assert model.level_pos.grad is not None and model.level_pos.grad.abs().sum() > 0, term
+    model.zero_grad()
+    training_loss(model, hist, target, WEIGHTS, centroids, cluster_of_code)["reg"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.interest.parameters())  # stop-gradient on v_g
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_beam_as_wide_as_the_catalogue_ranks_every_item_by_its_sid_probability(mode: str) -> None:
+    sids = catalogue(20)
+    model = tiny(sids, **MODES[mode]).eval()
+    hist, _ = histories(sids, n=3)
+    tables = DecodingTables.from_numpy(SidTrie.build(sids).children)
+    items, scores = recommend(model, hist, tables, beam=len(sids))
+    memory, mask = model.encode(hist)
+    for user in range(len(hist)):
+        one_user = [t[user : user + 1].expand(len(sids), *t.shape[1:]) for t in (memory, mask)]
+        forced, _ = model.teacher_forced(*one_user, torch.as_tensor(sids))
+        exact = sum(F.log_softmax(lg, -1).gather(1, torch.as_tensor(sids[:, [p]]))[:, 0] for p, lg in enumerate(forced))
+        assert sorted(items[user].tolist()) == list(range(len(sids)))
+        torch.testing.assert_close(scores[user], exact[items[user]], rtol=1e-4, atol=1e-4)
+        assert torch.all(scores[user][:-1] >= scores[user][1:])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_narrow_beams_return_only_real_unique_items(mode: str) -> None:
+    sids = catalogue(25)
+    model = tiny(sids, **MODES[mode])
+    hist, _ = histories(sids, n=4)
+    items, scores = recommend(model, hist, DecodingTables.from_numpy(SidTrie.build(sids).children), beam=7)
+    assert items.shape == (4, 7) and torch.isfinite(scores).all()
+    assert ((items >= 0) & (items < len(sids))).all()
+    assert all(len(set(row.tolist())) == 7 for row in items)
+
+
+@pytest.mark.parametrize("mode", ["tiger", "s2gr"])
+def test_the_model_overfits_a_handful_of_sequences(mode: str) -> None:
+    sids = catalogue(30, seed=1)
+    model = tiny(sids, mode=mode)
+    hist, target = histories(sids, n=8, seed=1)
+    hist[0, :2] = torch.as_tensor(sids[0])  # full histories: every example distinct
+    centroids, cluster_of_code = clusters(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = training_loss(model, hist, target, WEIGHTS, centroids, cluster_of_code)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    tables = DecodingTables.from_numpy(SidTrie.build(sids).children)
+    items, _ = recommend(model, hist, tables, beam=5)
+    truth = SidTrie.build(sids).lookup(target.numpy())
+    assert (items[:, 0].numpy() == truth).mean() == 1.0
