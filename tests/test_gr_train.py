@@ -64,7 +64,7 @@ def test_training_resumes_after_an_interruption(mode: str, params: Params, sid_r
 @pytest.mark.parametrize("mode", ["tiger", "s2gr"])
 def test_stage_writes_valid_prediction_lists(mode: str, params: Params, sid_root: Path) -> None:
     result = get_stage(f"train_{mode}").run(params, sid_root)
-    assert result.tags["model"] == mode and result.metrics["decode_users_per_s"] > 0
+    assert result.tags["model"] == mode and result.metrics["inference_users_per_s"] > 0
     for split in ("valid", "test"):
         split_users = load_eval(str(sid_root / "data" / "split" / f"{split}.parquet"))[0]
         path = sid_root / "predictions" / mode / f"{split}.parquet"

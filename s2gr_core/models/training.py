@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from s2gr_core.io import atomic_path
+from s2gr_core.models.common import peak_memory_mb
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -32,13 +33,18 @@ class EpochResult:
 
 
 @dataclass(slots=True)
-class FitOutcome:
+class TrainOutcome:
+    """A finished training run; ``model`` holds the best weights, in eval mode."""
+
+    model: nn.Module
     best_epoch: int
     epochs_run: int
     best_valid: dict[str, float]
     seconds_per_epoch: float
     samples_per_second: float
     resumed_from: int | None
+    peak_memory_mb: float
+    device: str
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -62,7 +68,7 @@ def fit(
     best_extra: dict[str, Any],
     device: torch.device,
     log: LogFn | None = None,
-) -> FitOutcome:
+) -> TrainOutcome:
     """Train until ``patience`` epochs pass without a better ``stop_metric``; load the best weights.
 
     ``stateful`` maps names to objects with ``state_dict``/``load_state_dict`` (optimiser,
@@ -143,12 +149,15 @@ def fit(
     model.load_state_dict(best_state["model"])
     model.eval()
     mean_epoch = float(np.mean(epoch_times)) if epoch_times else 0.0
-    return FitOutcome(
+    return TrainOutcome(
+        model=model,
         best_epoch=best_epoch,
         epochs_run=int(history[-1]["epoch"]) if history else 0,
         best_valid=best_state["valid"],
         seconds_per_epoch=mean_epoch,
         samples_per_second=samples / mean_epoch if mean_epoch else 0.0,
         resumed_from=resumed,
+        peak_memory_mb=peak_memory_mb(device),
+        device=str(device),
         history=history,
     )

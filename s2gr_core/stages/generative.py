@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -11,14 +10,13 @@ import pyarrow.parquet as pq
 import torch
 
 from s2gr_core.config import Params
-from s2gr_core.evaluation.predictions import write_predictions
-from s2gr_core.io import write_json
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.data import load_sids
 from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
 from s2gr_core.semantic.sids import SidTrie
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
+from s2gr_core.stages.models import publish
 
 
 def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
@@ -72,30 +70,17 @@ def train_generative_stage(
     )
     device = next(outcome.model.parameters()).device
     sem.tables = DecodingTables(tuple(t.to(device) for t in sem.tables.children))
-    started = time.time()
-    lists = {}
-    for split, split_users, hist in (("valid", valid_split[0], valid_split[1]), ("test", test_users, test_hist)):
-        lists[split] = (
-            split_users,
-            *predict(outcome.model, hist, split_users, sem, cfg.beam, inf.top_k, inf.batch_size, device),
-        )
-    decode_seconds = time.time() - started
-    predictions.mkdir(parents=True, exist_ok=True)
-    for split, (split_users, items_, scores) in lists.items():
-        write_predictions(predictions / f"{split}.parquet", split_users, items_, scores)
-    n_params = sum(p.numel() for p in outcome.model.parameters())
-    summary = {
-        "best_epoch": outcome.best_epoch,
-        "epochs_run": outcome.epochs_run,
-        "best_valid_ndcg_at_10": outcome.best_valid.get("ndcg_at_10", float("nan")),
-        "seconds_per_epoch": round(outcome.seconds_per_epoch, 3),
-        "train_samples_per_s": round(outcome.samples_per_second, 1),
-        "decode_users_per_s": round((len(valid_split[0]) + len(test_users)) / max(decode_seconds, 1e-9), 1),
-        "peak_memory_mb": round(outcome.peak_memory_mb, 1),
-        "parameters": n_params,
-    }
-    write_json(summary, metrics)
-    write_json(outcome.history, model_dir / "history.json")
+    summary = publish(
+        outcome,
+        lambda hist, split_users: predict(
+            outcome.model, hist, split_users, sem, cfg.beam, inf.top_k, inf.batch_size, device
+        ),
+        (("valid", valid_split[0], valid_split[1]), ("test", test_users, test_hist)),
+        predictions=predictions,
+        metrics=metrics,
+        model_dir=model_dir,
+    )
+    n_params = summary["parameters"]
     best = model_dir / "best.pt"
     return StageResult(
         metrics=summary,
@@ -110,7 +95,7 @@ def train_generative_stage(
         summary=(
             f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
             f"{summary['seconds_per_epoch']:.1f}s/epoch, {summary['train_samples_per_s']:.0f} samples/s, "
-            f"decoding {summary['decode_users_per_s']:.0f} users/s (beam {cfg.beam}) on {outcome.device}, "
+            f"decoding {summary['inference_users_per_s']:.0f} users/s (beam {cfg.beam}) on {outcome.device}, "
             f"{n_params:,} parameters"
         ),
         model=lambda: load_model(best),

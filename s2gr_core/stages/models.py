@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from s2gr_core.config import Params
@@ -12,8 +14,46 @@ from s2gr_core.evaluation.predictions import write_predictions
 from s2gr_core.io import write_json
 from s2gr_core.models.sasrec import load_model, train_sasrec
 from s2gr_core.models.sasrec.train import predict
+from s2gr_core.models.training import TrainOutcome
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
+
+Splits = tuple[tuple[str, np.ndarray, list[np.ndarray]], ...]  # (split, user ids, histories)
+
+
+def publish(
+    outcome: TrainOutcome,
+    rank: Callable[[list[np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]],
+    splits: Splits,
+    *,
+    predictions: Path,
+    metrics: Path,
+    model_dir: Path,
+) -> dict[str, float]:
+    """Write every split's top-K lists (common format), the training summary and the epoch history.
+
+    ``rank(histories, user_ids)`` -> (items (U, K), scores); its speed is the inference users/s.
+    """
+    started = time.time()
+    lists = {split: (users, *rank(hist, users)) for split, users, hist in splits}
+    decode_seconds = time.time() - started
+    predictions.mkdir(parents=True, exist_ok=True)
+    for split, (users, items_, scores) in lists.items():
+        write_predictions(predictions / f"{split}.parquet", users, items_, scores)
+    n_users = sum(len(users) for _, users, _ in splits)
+    summary = {
+        "best_epoch": outcome.best_epoch,
+        "epochs_run": outcome.epochs_run,
+        "best_valid_ndcg_at_10": outcome.best_valid.get("ndcg_at_10", float("nan")),
+        "seconds_per_epoch": round(outcome.seconds_per_epoch, 3),
+        "train_samples_per_s": round(outcome.samples_per_second, 1),
+        "inference_users_per_s": round(n_users / max(decode_seconds, 1e-9), 1),
+        "peak_memory_mb": round(outcome.peak_memory_mb, 1),
+        "parameters": sum(p.numel() for p in outcome.model.parameters()),
+    }
+    write_json(summary, metrics)
+    write_json(outcome.history, model_dir / "history.json")
+    return summary
 
 
 def train_sasrec_stage(
@@ -52,27 +92,16 @@ def train_sasrec_stage(
         log=reporter.log_metrics,
     )
     device = next(outcome.model.parameters()).device
-    started = time.time()
-    lists = {}
-    for split, users, hist in (("valid", valid_users, valid_hist), ("test", test_users, test_hist)):
-        lists[split] = (users, *predict(outcome.model, hist, inf.top_k, inf.exclude_history, inf.batch_size, device))
-    decode_seconds = time.time() - started
-    predictions.mkdir(parents=True, exist_ok=True)
-    for split, (users, items_, scores) in lists.items():
-        write_predictions(predictions / f"{split}.parquet", users, items_, scores)
-    n_params = sum(p.numel() for p in outcome.model.parameters())
-    summary = {
-        "best_epoch": outcome.best_epoch,
-        "epochs_run": outcome.epochs_run,
-        "best_valid_ndcg_at_10": outcome.best_valid.get("ndcg_at_10", float("nan")),
-        "seconds_per_epoch": round(outcome.seconds_per_epoch, 3),
-        "train_samples_per_s": round(outcome.samples_per_second, 1),
-        "inference_users_per_s": round((len(valid_users) + len(test_users)) / max(decode_seconds, 1e-9), 1),
-        "peak_memory_mb": round(outcome.peak_memory_mb, 1),
-        "parameters": n_params,
-    }
-    write_json(summary, metrics)
-    write_json(outcome.history, model_dir / "history.json")
+    splits = (("valid", valid_users, valid_hist), ("test", test_users, test_hist))
+    summary = publish(
+        outcome,
+        lambda hist, _: predict(outcome.model, hist, inf.top_k, inf.exclude_history, inf.batch_size, device),
+        splits,
+        predictions=predictions,
+        metrics=metrics,
+        model_dir=model_dir,
+    )
+    n_params = summary["parameters"]
     best = model_dir / "best.pt"
     return StageResult(
         metrics=summary,

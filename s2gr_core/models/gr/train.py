@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -16,13 +16,13 @@ from tqdm.auto import tqdm
 
 from s2gr_core.config import GRConfig, S2GRConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-from s2gr_core.models.common import peak_memory_mb, resolve_device, seed_everything, set_threads
+from s2gr_core.models.common import resolve_device, seed_everything, set_threads
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
 from s2gr_core.models.gr.decoding import recommend
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
-from s2gr_core.models.training import EpochResult, LogFn, fit
+from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit
 
 
 @dataclass(slots=True)
@@ -33,20 +33,6 @@ class Semantic:
     tables: DecodingTables
     centroids: torch.Tensor  # (L, K_c, C)
     cluster_of_code: torch.Tensor  # (L, K)
-
-
-@dataclass(slots=True)
-class GROutcome:
-    model: SeqToSID
-    best_epoch: int
-    epochs_run: int
-    best_valid: dict[str, float]
-    seconds_per_epoch: float
-    samples_per_second: float
-    peak_memory_mb: float
-    resumed_from: int | None
-    device: str
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def build_spec(cfg: GRConfig, mode: Literal["tiger", "s2gr"], sem: Semantic, max_history: int) -> GRSpec:
@@ -120,7 +106,7 @@ def train_gr(
     inference_batch: int,
     log: LogFn | None = None,
     progress: bool = True,
-) -> GROutcome:
+) -> TrainOutcome:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     stop_metric = f"ndcg_at_{10 if 10 in ks else max(ks)}"
@@ -174,7 +160,7 @@ def train_gr(
         items, _ = predict(model, valid_hist, valid_users, sem, cfg.beam, max(ks), inference_batch, device)
         return mean_metrics(per_user_metrics(target_ranks(items, valid_targets), ks))
 
-    outcome = fit(
+    return fit(
         model,
         {"optim": optim, "scheduler": scheduler},
         train_epoch,
@@ -188,18 +174,6 @@ def train_gr(
         best_extra={"spec": asdict(model.spec), "config": asdict(cfg)},
         device=device,
         log=log,
-    )
-    return GROutcome(
-        model=model,
-        best_epoch=outcome.best_epoch,
-        epochs_run=outcome.epochs_run,
-        best_valid=outcome.best_valid,
-        seconds_per_epoch=outcome.seconds_per_epoch,
-        samples_per_second=outcome.samples_per_second,
-        peak_memory_mb=peak_memory_mb(device),
-        resumed_from=outcome.resumed_from,
-        device=str(device),
-        history=outcome.history,
     )
 
 

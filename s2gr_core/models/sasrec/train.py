@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,25 +15,10 @@ from tqdm.auto import tqdm
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-from s2gr_core.models.common import pad_right, peak_memory_mb, resolve_device, seed_everything, set_threads, top_k_items
+from s2gr_core.models.common import pad_right, resolve_device, seed_everything, set_threads, top_k_items
 from s2gr_core.models.sasrec.data import IGNORE, length_bucketed_batches, training_windows
 from s2gr_core.models.sasrec.model import SASRec
-from s2gr_core.models.training import EpochResult, LogFn, fit
-
-
-@dataclass(slots=True)
-class TrainOutcome:
-    model: SASRec
-    best_epoch: int
-    epochs_run: int
-    best_valid: dict[str, float]
-    seconds_per_epoch: float
-    samples_per_second: float
-    peak_memory_mb: float
-    resumed_from: int | None
-    device: str
-    history: list[dict[str, float]] = field(default_factory=list)
-
+from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit
 
 # Budget and placement do not change what an epoch computes: a run may resume under a new budget.
 NOT_FINGERPRINTED = ("max_epochs", "patience", "device", "threads")
@@ -143,7 +128,7 @@ def train_sasrec(
                 bar.set_postfix(loss=f"{total / count:.4f}")
         return EpochResult({"loss": total / max(count, 1)}, n_targets)
 
-    outcome = fit(
+    return fit(
         model,
         {"optim": optim},
         train_epoch,
@@ -157,16 +142,4 @@ def train_sasrec(
         best_extra={"config": asdict(cfg), "n_items": n_items, "max_len": max_len},
         device=device,
         log=log,
-    )
-    return TrainOutcome(
-        model=model,
-        best_epoch=outcome.best_epoch,
-        epochs_run=outcome.epochs_run,
-        best_valid=outcome.best_valid,
-        seconds_per_epoch=outcome.seconds_per_epoch,
-        samples_per_second=outcome.samples_per_second,
-        peak_memory_mb=peak_memory_mb(device),
-        resumed_from=outcome.resumed_from,
-        device=str(device),
-        history=outcome.history,
     )
