@@ -17,9 +17,14 @@ from s2gr_core.models.gr.model import SeqToSID
 
 
 def reorder_cache(cache: dict[str, Any], parent: torch.Tensor) -> dict[str, Any]:
+    """Row i of the new cache is row parent[i] of the old one.
+
+    A parent is always a beam of the same user, and a user's beams share one history, so the
+    cross-attention keys/values and the mask need no reordering: only the per-beam state moves.
+    """
     return {
-        "memory_kv": [(k[parent], v[parent]) for k, v in cache["memory_kv"]],
-        "mask": cache["mask"][parent],
+        "memory_kv": cache["memory_kv"],
+        "mask": cache["mask"],
         "self_kv": [(k[parent], v[parent]) for k, v in cache["self_kv"]],
         "h": cache["h"][parent],
         "step": cache["step"],
@@ -63,8 +68,7 @@ def recommend(
     was = model.training
     model.eval()
     memory, mask = model.encode(history, users)
-    memory, mask = memory.repeat_interleave(beam, dim=0), mask.repeat_interleave(beam, dim=0)
-    cache = model.new_cache(memory, mask)
+    cache = model.new_cache(memory, mask, beams=beam)
     items, scores = beam_search(make_step(model), reorder_cache, cache, tables, history.shape[0], beam)
     model.train(was)
     return items, scores

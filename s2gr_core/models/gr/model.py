@@ -128,12 +128,20 @@ class SeqToSID(nn.Module):
         cache["self_kv"] = new
         return self.dec_norm(h[:, 0])
 
-    def new_cache(self, memory: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
-        b, d = memory.shape[0], self.spec.d_model
+    def new_cache(self, memory: torch.Tensor, mask: torch.Tensor, beams: int = 1) -> dict[str, Any]:
+        """Decoding state for ``beams`` copies of every row of memory (B, S, D): rows i*beams … are user i.
+
+        The cross-attention keys/values are projected once per user, then repeated per beam.
+        """
+        b, d = memory.shape[0] * beams, self.spec.d_model
         empty = memory.new_zeros(b, self.spec.heads, 0, self.spec.head_dim)
+        kv = [
+            (k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0))
+            for k, v in self.memory_cache(memory, self.decoder)
+        ]
         return {
-            "memory_kv": self.memory_cache(memory, self.decoder),
-            "mask": mask,
+            "memory_kv": kv,
+            "mask": mask.repeat_interleave(beams, 0),
             "self_kv": [(empty, empty) for _ in self.decoder],
             "h": memory.new_zeros(b, d),  # the last decoder output (s2gr: the next thinking vector's base)
             "step": 0,

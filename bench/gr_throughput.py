@@ -1,0 +1,115 @@
+"""Training and decoding throughput of TIGER vs S2GR at a given size, on a dataset's real SIDs.
+
+    python bench/gr_throughput.py amazon-beauty --batches 20
+
+Uses bench/work/<dataset>/ (run bench/semantic.py first for its SIDs). Times ``--batches``
+training steps and the decoding of ``--users`` validation users at beam 20, for one token
+per code and one token per item (``merge_codes``); writes bench/results/gr-throughput-<dataset>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, prepare
+
+from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
+from s2gr_core.models.gr.decoding import recommend
+from s2gr_core.models.gr.losses import LossWeights, training_loss
+from s2gr_core.models.gr.model import GRSpec, SeqToSID
+from s2gr_core.split import load_eval, load_train
+from s2gr_core.stages.generative import load_semantic
+
+PAPER = {"d_model": 128, "heads": 6, "head_dim": 64, "ffn": 1024, "encoder_layers": 4, "decoder_layers": 4}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset")
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--users", type=int, default=256)
+    args = parser.parse_args()
+    work, _ = prepare(args.dataset)
+    n_items = int(json.loads((work / "metrics" / "data.json").read_text())["items"])
+    sem = load_semantic(work / "data" / "sids", n_items)
+    _, sequences = load_train(str(work / "data" / "split" / "train.parquet"))
+    hist_items, targets = training_examples(sequences, 20)
+    _, valid_hist, _ = load_eval(str(work / "data" / "split" / "valid.parquet"))
+    rng = np.random.default_rng(0)
+    rows = []
+    for merge in (False, True):
+        for mode in ("tiger", "s2gr"):
+            spec = GRSpec(
+                vocab=tuple(int(v) for v in sem.sids.max(0) + 1),
+                max_history=20,
+                dropout=0.1,
+                mode=mode,
+                merge_codes=merge,
+                cluster_dim=int(sem.centroids.shape[-1]),
+                **PAPER,
+            )
+            torch.manual_seed(0)
+            model = SeqToSID(spec)
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+            weights = LossWeights(0.1, 1.0, 1.0, 0.5) if mode == "s2gr" else LossWeights(1.0, 0.0, 0.0, 0.0)
+            started = time.perf_counter()
+            for _ in range(args.batches):
+                idx = rng.integers(0, len(targets), args.batch_size)
+                loss = training_loss(
+                    model,
+                    sid_tensor(hist_items[idx], sem.sids),
+                    torch.as_tensor(sem.sids[targets[idx]]),
+                    weights,
+                    sem.centroids,
+                    sem.cluster_of_code,
+                )["loss"]
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            train_rate = args.batches * args.batch_size / (time.perf_counter() - started)
+            hist = sid_tensor(left_padded(valid_hist[: args.users], 20), sem.sids)
+            started = time.perf_counter()
+            for start in range(0, len(hist), 128):
+                recommend(model, hist[start : start + 128], sem.tables, beam=20)
+            decode_rate = len(hist) / (time.perf_counter() - started)
+            rows.append(
+                {
+                    "mode": mode,
+                    "merge_codes": merge,
+                    "train_samples_per_s": train_rate,
+                    "decode_users_per_s": decode_rate,
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                }
+            )
+            print(rows[-1], flush=True)
+    lines = [
+        f"# TIGER vs S2GR throughput on {args.dataset} (paper size: 4+4 layers, d_model 128, 6 x 64 heads, "
+        f"FFN 1024; CPU, {torch.get_num_threads()} threads)",
+        "",
+        "| mode | encoder tokens | train samples/s | decode users/s (beam 20) | parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        tokens = "20 (one per item)" if r["merge_codes"] else f"{20 * sem.sids.shape[1]} (one per code)"
+        lines.append(
+            f"| {r['mode']} | {tokens} | {r['train_samples_per_s']:.0f} | {r['decode_users_per_s']:.1f} | "
+            f"{r['parameters']:,} |"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"gr-throughput-{args.dataset}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
