@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def log_run(
     tags: dict[str, str],
     metrics: dict[str, float],
     params: dict[str, Any],
-    artifacts: list[Path] = (),  # type: ignore[assignment]
+    artifacts: Sequence[Path] = (),
 ) -> str:
     """One finished MLflow run in the experiment ``s2gr-bench`` (same store as the pipeline)."""
     from mlflow.entities import Metric, Param

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from s2gr_core.io import atomic_path
 from s2gr_core.semantic.quantize import kmeans
@@ -119,6 +120,14 @@ def code_clusters(codebooks: np.ndarray, n_clusters: int, seed: int) -> tuple[np
         centroids.append(c)
         assign.append(a)
     return np.stack(assign), np.stack(centroids)
+
+
+def load_sids(path: Path, n_items: int) -> np.ndarray:
+    """(N, P) SIDs from ``sids.parquet``, row i = item i."""
+    frame = pd.read_parquet(path).sort_values("item_id")
+    if len(frame) != n_items or not np.array_equal(frame["item_id"].to_numpy(), np.arange(n_items)):
+        raise ValueError(f"{path}: SIDs for {len(frame)} items, the catalogue has {n_items}; re-run the sids stage")
+    return np.stack(frame["sid"].map(np.asarray).to_numpy()).astype(np.int64)
 
 
 def changed_share(previous: np.ndarray | None, current: np.ndarray) -> float | None:

@@ -51,7 +51,14 @@ def train_generative_for(mode: str) -> Stage:
         outs={"model_dir": f"models/{mode}", "predictions": f"predictions/{mode}"},
         params=(mode, "inference", "evaluate.ks", "split.max_history"),
         metrics={"metrics": f"metrics/train_{mode}.json"},
-        code=("s2gr_core/models/gr", "s2gr_core/models/training.py", MODEL_COMMON, PREDICTIONS_CODE, IO),
+        code=(
+            "s2gr_core/models/gr",
+            "s2gr_core/models/training.py",
+            "s2gr_core/semantic/sids.py",  # reads the SIDs and decoding tables
+            MODEL_COMMON,
+            PREDICTIONS_CODE,
+            IO,
+        ),
     )
 
 

@@ -6,17 +6,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from s2gr_core.config import Params
 from s2gr_core.models.gr.beam import DecodingTables
-from s2gr_core.models.gr.data import load_sids
 from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
-from s2gr_core.semantic.sids import SidTrie
+from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
-from s2gr_core.stages.models import publish
+from s2gr_core.stages.models import catalogue_size, publish
 
 
 def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
@@ -48,9 +46,7 @@ def train_generative_stage(
 ) -> StageResult:
     """Train on SIDs (early stopping on validation NDCG@10), then decode top-K lists for valid and test."""
     cfg, inf = getattr(params, mode), params.inference
-    n_items = pq.read_metadata(items).num_rows
-    if n_items < inf.top_k:
-        raise StageFailed(f"{items}: the catalogue has {n_items} items, fewer than inference.top_k={inf.top_k}")
+    n_items = catalogue_size(items, inf.top_k)
     sem = load_semantic(sids, n_items)
     users, sequences = load_train(str(train))
     valid_split = load_eval(str(valid))

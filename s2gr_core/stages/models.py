@@ -21,6 +21,16 @@ from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 Splits = tuple[tuple[str, np.ndarray, list[np.ndarray]], ...]  # (split, user ids, histories)
 
 
+def catalogue_size(items: Path, top_k: int) -> int:
+    """Items in the catalogue; a model stage refuses a catalogue too small for top-K lists of unique items."""
+    n_items = pq.read_metadata(items).num_rows
+    if n_items < top_k:
+        raise StageFailed(
+            f"{items}: the catalogue has {n_items} items, fewer than inference.top_k={top_k} unique items per list"
+        )
+    return n_items
+
+
 def publish(
     outcome: TrainOutcome,
     rank: Callable[[list[np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -70,11 +80,7 @@ def train_sasrec_stage(
 ) -> StageResult:
     """Train SASRec (early stopping on validation NDCG@10), then rank the catalogue for valid and test users."""
     cfg, inf = params.sasrec, params.inference
-    n_items = pq.read_metadata(items).num_rows
-    if n_items < inf.top_k:
-        raise StageFailed(
-            f"{items}: the catalogue has {n_items} items, fewer than inference.top_k={inf.top_k} unique items per list"
-        )
+    n_items = catalogue_size(items, inf.top_k)
     _, sequences = load_train(str(train))
     valid_users, valid_hist, valid_targets = load_eval(str(valid))
     test_users, test_hist, _ = load_eval(str(test))  # histories only: targets are read by evaluate

@@ -18,7 +18,7 @@ from s2gr_core.semantic.codebook import fit_codebook, load_codebook, usage_plot
 from s2gr_core.semantic.embed import EmbeddingError, encode, fingerprint, load_embeddings, render_texts
 from s2gr_core.semantic.graph import cooccurrence, graph_stats, normalise, smooth
 from s2gr_core.semantic.quantize import collision_stats
-from s2gr_core.semantic.sids import SidTrie, changed_share, code_clusters, deduplicate
+from s2gr_core.semantic.sids import SidTrie, changed_share, code_clusters, deduplicate, load_sids
 from s2gr_core.split import load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 
@@ -59,15 +59,20 @@ def embed_stage(params: Params, *, items: Path, embeddings: Path, metrics: Path)
             matrix = encode(texts, cfg.encoder, cfg.batch_size, cfg.device)
         except EmbeddingError as exc:
             raise StageFailed(str(exc)) from exc
-        seconds = time.time() - started
-        meta = {"fingerprint": key, "encoder": cfg.encoder, "items": len(frame), "dim": int(matrix.shape[1])}
+        meta = {
+            "fingerprint": key,
+            "encoder": cfg.encoder,
+            "items": len(frame),
+            "dim": int(matrix.shape[1]),
+            "seconds": round(time.time() - started, 3),
+        }
         with atomic_path(embeddings) as tmp:
             tmp.mkdir()
             np.save(tmp / "embeddings.npy", matrix)
             pq.write_table(
                 pa.table({"item_id": frame["item_id"].astype("int32"), "text": texts}), tmp / "texts.parquet"
             )
-            (tmp / "meta.json").write_text(json.dumps({**meta, "seconds": round(seconds, 3)}, indent=2) + "\n")
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     seconds = time.time() - started
     empty = sum(1 for t in texts if not t)
     summary = {
@@ -177,10 +182,10 @@ def sids_stage(params: Params, *, model_dir: Path, items: Path, sids: Path, metr
         assign, centroids = code_clusters(book.codebooks, params.sids.clusters, params.sids.seed)
     except ValueError as exc:
         raise StageFailed(f"sids.clusters: {exc}") from exc
-    old_file = sids / "sids.parquet"
-    previous = None
-    if old_file.is_file():
-        previous = np.stack(pd.read_parquet(old_file)["sid"].map(np.asarray).to_numpy()).astype(np.int64)
+    try:  # the previous run's SIDs, when there is one for the same catalogue
+        previous = load_sids(sids / "sids.parquet", n_items)
+    except (FileNotFoundError, ValueError):
+        previous = None
     changed = changed_share(previous, ids)
     with atomic_path(sids) as tmp:
         tmp.mkdir()

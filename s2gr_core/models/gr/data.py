@@ -11,19 +11,8 @@ ids and turned into SID tensors per batch (``sid_tensor``), so memory stays (E, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import torch
-
-
-def load_sids(path: Path, n_items: int) -> np.ndarray:
-    """(N, P) SIDs from ``sids.parquet``, row i = item i."""
-    frame = pd.read_parquet(path).sort_values("item_id")
-    if len(frame) != n_items or not np.array_equal(frame["item_id"].to_numpy(), np.arange(n_items)):
-        raise ValueError(f"{path}: SIDs for {len(frame)} items, the catalogue has {n_items}; re-run the sids stage")
-    return np.stack(frame["sid"].map(np.asarray).to_numpy()).astype(np.int64)
 
 
 def left_padded(sequences: list[np.ndarray], max_history: int) -> np.ndarray:
