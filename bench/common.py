@@ -34,6 +34,11 @@ def prepare(dataset: str) -> tuple[Path, Params]:
     return work, params
 
 
+def override(params: Params, sections: dict[str, dict]) -> Params:
+    """``params`` with some fields of some sections replaced: {section: {field: value}}."""
+    return replace(params, **{name: replace(getattr(params, name), **values) for name, values in sections.items()})
+
+
 def log_run(
     name: str,
     tags: dict[str, str],

@@ -18,21 +18,16 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, log_run, prepare
+from common import RESULTS, log_run, override, prepare
 
 from s2gr_core.config import Params
 from s2gr_core.stages import get_stage
-
-
-def override(params: Params, sections: dict[str, dict]) -> Params:
-    return replace(params, **{name: replace(getattr(params, name), **values) for name, values in sections.items()})
 
 
 def timed(name: str, params: Params, work: Path) -> tuple[float, dict]:

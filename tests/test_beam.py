@@ -34,7 +34,7 @@ class PrefixModel:
         def reorder(cache, parent):
             return cache[0][parent], cache[1][parent]
 
-        user = torch.arange(n_users).repeat_interleave(beam)
+        user = torch.arange(n_users)  # one row per user: the search fans out to the beams
         return beam_search(step, reorder, (user, torch.zeros_like(user)), tables, n_users, beam)
 
     def exhaustive(self, sids: np.ndarray, user: int, vocab: tuple[int, ...]) -> np.ndarray:

@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.decoding import make_step, recommend, reorder_cache
+from s2gr_core.models.gr.layers import StepCache
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
 from s2gr_core.semantic.sids import SidTrie, deduplicate
@@ -81,9 +82,11 @@ def test_encoder_shapes_and_padding_mask(merge: bool) -> None:
     assert not torch.allclose(memory[0, ~real], again[0, ~real])  # (the padded tokens themselves did change)
 
 
+@pytest.mark.parametrize("preallocate", [False, True])
 @pytest.mark.parametrize("mode", list(MODES))
-def test_stepwise_decoding_reproduces_teacher_forcing(mode: str) -> None:
-    """The cached step-by-step decoder (used by beam search) computes exactly the training logits."""
+def test_stepwise_decoding_reproduces_teacher_forcing(mode: str, preallocate: bool) -> None:
+    """The cached step-by-step decoder (used by beam search) computes exactly the training logits,
+    whether its cache grows by concatenation or is written in place."""
     sids = catalogue()
     model = tiny(sids, **MODES[mode]).eval()
     hist, target = histories(sids)
@@ -91,7 +94,7 @@ def test_stepwise_decoding_reproduces_teacher_forcing(mode: str) -> None:
     forced, thoughts = model.teacher_forced(memory, mask, target)
     assert [lg.shape for lg in forced] == [(len(hist), v) for v in model.spec.vocab]
     assert (thoughts is None) == (mode == "tiger")
-    step, cache = make_step(model), model.new_cache(memory, mask)
+    step, cache = make_step(model), model.new_cache(memory, mask, preallocate=preallocate)
     last = torch.full((len(hist),), -1)
     for position in range(model.spec.positions):
         logp, cache = step(position, last, cache)
@@ -160,3 +163,16 @@ def test_the_model_overfits_a_handful_of_sequences(mode: str) -> None:
     items, _ = recommend(model, hist, tables, beam=5)
     truth = SidTrie.build(sids).lookup(target.numpy())
     assert (items[:, 0].numpy() == truth).mean() == 1.0
+
+
+def test_a_preallocated_step_cache_reorders_rows_and_refuses_to_overflow() -> None:
+    k = torch.arange(3.0).reshape(3, 1, 1, 1).expand(3, 2, 1, 4)
+    cache = StepCache(room=2)
+    cache.append(k, k + 10)
+    keys, values = cache.reorder(torch.tensor([2, 2, 0, 1])).append(k[[0, 0, 0, 0]], k[[1, 1, 1, 1]])
+    assert keys.shape == (4, 2, 2, 4)
+    assert keys[:, 0, 0, 0].tolist() == [2.0, 2.0, 0.0, 1.0]  # the old step moved with its row
+    assert keys[:, 0, 1, 0].tolist() == [0.0] * 4 and values[:, 0, 0, 0].tolist() == [12.0, 12.0, 10.0, 11.0]
+    with pytest.raises(ValueError, match="holds 2 steps; step 3 does not fit"):
+        cache.append(k, k)
+        cache.append(k, k)

@@ -45,29 +45,34 @@ def beam_search(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``beam`` items per user -> (item ids (B, W), log-probabilities (B, W)), best first.
 
+    ``cache`` starts with one row per user: every beam begins at the root, so the first position
+    is scored once per user and the first ``reorder`` fans each user out to its W beams.
     Only SIDs of real items can come out, and no item twice (distinct beams are distinct
     prefixes). Where fewer than W items are reachable the tail is item -1 with score -inf.
     """
     device = tables.children[0].device
-    scores = torch.full((batch, beam), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # every beam starts at the root: expand one copy only
-    state = torch.zeros(batch * beam, dtype=torch.int64, device=device)
-    last = torch.full((batch * beam,), -1, dtype=torch.int64, device=device)
-    offsets = (torch.arange(batch, device=device) * beam)[:, None]
+    scores = torch.zeros(batch, 1, device=device)  # (B, width): width 1 until the first code
+    state = torch.zeros(batch, dtype=torch.int64, device=device)
+    last = torch.full((batch,), -1, dtype=torch.int64, device=device)
     for position, table in enumerate(tables.children):
         logp, cache = step(position, last, cache)
-        vocab = table.shape[1]
-        allowed = table[state] >= 0  # (B*W, V)
+        width, vocab = scores.shape[1], table.shape[1]
+        allowed = table[state] >= 0  # (B*width, V)
         logp = logp.masked_fill(~allowed, float("-inf"))
-        total = (scores.reshape(-1, 1) + logp).reshape(batch, beam * vocab)
+        total = (scores.reshape(-1, 1) + logp).reshape(batch, width * vocab)
+        if total.shape[1] < beam:  # fewer candidates than beams: the rest are dead from the start
+            total = torch.nn.functional.pad(total, (0, beam - total.shape[1]), value=float("-inf"))
         scores, flat = torch.topk(total, beam, dim=1)  # (B, W)
-        parent = (flat // vocab + offsets).reshape(-1)
+        # a padded candidate is dead: clamp so its (unused) parent and code stay in range
+        flat = flat.clamp(max=width * vocab - 1)
+        parent = (flat // vocab + (torch.arange(batch, device=device) * width)[:, None]).reshape(-1)
         code = (flat % vocab).reshape(-1)
         state = table[state[parent], code]
         alive = torch.isfinite(scores).reshape(-1)
         state = torch.where(alive, state, torch.zeros_like(state))  # dead beams park on a valid state
         last = code
-        cache = reorder(cache, parent)
+        if position + 1 < tables.positions:  # after the last position nothing reads the cache
+            cache = reorder(cache, parent)
     items = torch.where(
         torch.isfinite(scores), state.reshape(batch, beam), torch.full_like(scores, -1, dtype=torch.int64)
     )

@@ -1,8 +1,10 @@
 """Turn a :class:`SeqToSID` into top-K item lists with the constrained beam search.
 
-Each beam carries its own decoder cache (self-attention keys/values, the cross-attention
-keys/values of its user's history and, for S2GR, the last decoder output); the search
-reorders the caches by parent beam after every position, so nothing is recomputed.
+The decoding state starts with one row per user (the root is shared, so the first position,
+and S2GR's first thinking step, run once per user). Each beam then carries its own
+self-attention keys/values and, for S2GR, the last decoder output; the search reorders them
+by parent beam after every position, so nothing is recomputed. The cross-attention
+keys/values stay one per user, read by all of its beams.
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ def reorder_cache(cache: dict[str, Any], parent: torch.Tensor) -> dict[str, Any]
     return {
         "memory_kv": cache["memory_kv"],
         "mask": cache["mask"],
-        "self_kv": [(k[parent], v[parent]) for k, v in cache["self_kv"]],
-        "h": cache["h"][parent],
+        "self_kv": [layer.reorder(parent) for layer in cache["self_kv"]],
+        "h": cache["h"].index_select(0, parent),
         "step": cache["step"],
     }
 
@@ -68,7 +70,7 @@ def recommend(
     was = model.training
     model.eval()
     memory, mask = model.encode(history, users)
-    cache = model.new_cache(memory, mask, beams=beam)
+    cache = model.new_cache(memory, mask, preallocate=True)
     items, scores = beam_search(make_step(model), reorder_cache, cache, tables, history.shape[0], beam)
     model.train(was)
     return items, scores

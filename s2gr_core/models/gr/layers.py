@@ -45,11 +45,17 @@ class Attention(nn.Module):
         mask: torch.Tensor | None = None,
         causal: bool = False,
     ) -> torch.Tensor:
-        """Queries from x (B, T, D) over keys/values (B, H, S, E); mask (B, 1, T|1, S) True = attend."""
+        """Queries from x (G·B, T, D) over keys/values (B, H, S, E); mask (B, 1, T|1, S) True = attend.
+
+        G > 1 when the G beams of a user query that user's memory: their queries are folded into
+        one longer query sequence, so the memory's keys/values are never copied per beam.
+        """
         q = rearrange(self.q(x), "b t (h e) -> b h t e", h=self.heads)
+        group = q.shape[0] // k.shape[0]
+        q = rearrange(q, "(b g) h t e -> b h (g t) e", g=group)
         drop = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
-        return self.out(rearrange(out, "b h t e -> b t (h e)"))
+        return self.out(rearrange(out, "b h (g t) e -> (b g) t (h e)", g=group))
 
 
 class FeedForward(nn.Sequential):
@@ -76,6 +82,45 @@ class EncoderLayer(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
+class StepCache:
+    """One decoder layer's self-attention keys/values (N, H, T, E) for the steps decoded so far.
+
+    ``room`` 0 grows by concatenation, which autograd can follow (S2GR's teacher forcing).
+    ``room`` R > 0 preallocates R steps and writes each new step in place: for no-grad decoding,
+    where a step then costs only its own keys/values instead of a copy of the whole cache.
+    """
+
+    def __init__(self, room: int = 0):
+        self.room, self.length = room, 0
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add the new steps' k, v (N, H, T, E); return the keys/values of every step so far."""
+        start, self.length = self.length, self.length + k.shape[2]
+        if not self.room:
+            self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+            self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+            return self.k, self.v
+        if self.length > self.room:
+            raise ValueError(f"decoder cache holds {self.room} steps; step {self.length} does not fit")
+        if self.k is None:
+            self.k = k.new_empty(k.shape[0], k.shape[1], self.room, k.shape[3])
+            self.v = torch.empty_like(self.k)
+        assert self.v is not None
+        self.k[:, :, start : self.length], self.v[:, :, start : self.length] = k, v
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+    def reorder(self, parent: torch.Tensor) -> StepCache:
+        """A cache whose row i is row parent[i] of this one (beam search)."""
+        moved = StepCache(self.room)
+        moved.length = self.length
+        if self.k is not None and self.v is not None:
+            # index_select copies whole rows: several times faster than advanced indexing on CPU
+            moved.k, moved.v = self.k.index_select(0, parent), self.v.index_select(0, parent)
+        return moved
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, dims: Dims):
         super().__init__()
@@ -88,17 +133,23 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         memory_kv: tuple[torch.Tensor, torch.Tensor],
         memory_mask: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x (B, T, D) new target steps; ``past`` the cached self-attention keys/values of earlier steps.
+        past: StepCache | None = None,
+    ) -> torch.Tensor:
+        """x (N, T, D) new target steps -> outputs (N, T, D).
 
-        Returns the outputs and the updated self-attention cache. With ``past`` None and T > 1 the
-        steps attend causally to each other (teacher forcing); with a cache, T is 1 (decoding).
+        Without ``past`` the T steps attend causally to each other (TIGER's teacher forcing).
+        With it they also see every step already in it, and are appended to it.
         """
         h = self.norm1(x)
         k, v = self.self_attn.project_kv(h)
+        seen = 0 if past is None else past.length
         if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        x = x + self.drop(self.self_attn(h, k, v, causal=past is None and x.shape[1] > 1))
+            k, v = past.append(k, v)
+        steps = x.shape[1]
+        causal = None
+        if seen and steps > 1:  # new step i sees the cache and new steps 0 … i
+            causal = torch.ones(steps, seen + steps, dtype=torch.bool, device=x.device).tril(seen)
+        attended = self.self_attn(h, k, v, mask=causal, causal=not seen and steps > 1)
+        x = x + self.drop(attended)
         x = x + self.drop(self.cross_attn(self.norm2(x), *memory_kv, mask=memory_mask))
-        return x + self.drop(self.ffn(self.norm3(x))), (k, v)
+        return x + self.drop(self.ffn(self.norm3(x)))

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from s2gr_core.models.gr.layers import DecoderLayer, Dims, EncoderLayer
+from s2gr_core.models.gr.layers import DecoderLayer, Dims, EncoderLayer, StepCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,45 +119,41 @@ class SeqToSID(nn.Module):
         return h @ weight.T
 
     def decode_step(self, x: torch.Tensor, step: int, cache: dict[str, Any]) -> torch.Tensor:
-        """One decoder step: x (B, D) input -> output (B, D); appends to the self-attention cache."""
-        h = self.drop(x + self.dec_pos.weight[step])[:, None]
-        new = []
-        for i, layer in enumerate(self.decoder):
-            h, kv = layer(h, cache["memory_kv"][i], cache["mask"], past=cache["self_kv"][i])
-            new.append(kv)
-        cache["self_kv"] = new
-        return self.dec_norm(h[:, 0])
+        """One decoder step: x (N, D) input -> output (N, D); see :meth:`decode_steps`."""
+        return self.decode_steps(x[:, None], step, cache)[:, 0]
 
-    def new_cache(self, memory: torch.Tensor, mask: torch.Tensor, beams: int = 1) -> dict[str, Any]:
-        """Decoding state for ``beams`` copies of every row of memory (B, S, D): rows i*beams … are user i.
+    def decode_steps(self, x: torch.Tensor, step: int, cache: dict[str, Any]) -> torch.Tensor:
+        """Decoder steps ``step`` … ``step + T - 1`` at once: x (N, T, D) -> outputs (N, T, D).
 
-        The cross-attention keys/values are projected once per user, then repeated per beam.
+        N is users or users × beams (the memory is per user: beams share it). The new steps
+        attend to the cached ones and causally to each other, and are appended to the cache.
         """
-        b, d = memory.shape[0] * beams, self.spec.d_model
-        empty = memory.new_zeros(b, self.spec.heads, 0, self.spec.head_dim)
-        kv = [
-            (k.repeat_interleave(beams, 0), v.repeat_interleave(beams, 0))
-            for k, v in self.memory_cache(memory, self.decoder)
-        ]
+        h = self.drop(x + self.dec_pos.weight[step : step + x.shape[1]])
+        for i, layer in enumerate(self.decoder):
+            h = layer(h, cache["memory_kv"][i], cache["mask"], past=cache["self_kv"][i])
+        return self.dec_norm(h)
+
+    @property
+    def decoder_steps(self) -> int:
+        """Decoder inputs per SID: BOS and the codes, plus one thinking vector per level (s2gr)."""
+        return self.dec_pos.num_embeddings
+
+    def new_cache(self, memory: torch.Tensor, mask: torch.Tensor, preallocate: bool = False) -> dict[str, Any]:
+        """Decoding state for one row per user of memory (B, S, D).
+
+        The cross-attention keys/values are projected once per user and never copied: the beams
+        a search fans out to (rows i*W … of the self-attention state) all read user i's.
+        ``preallocate`` (no-grad decoding only) writes the self-attention steps in place.
+        """
+        room = self.decoder_steps if preallocate else 0
         return {
-            "memory_kv": kv,
-            "mask": mask.repeat_interleave(beams, 0),
-            "self_kv": [(empty, empty) for _ in self.decoder],
-            "h": memory.new_zeros(b, d),  # the last decoder output (s2gr: the next thinking vector's base)
+            "memory_kv": self.memory_cache(memory, self.decoder),
+            "mask": mask,
+            "self_kv": [StepCache(room) for _ in self.decoder],
+            # the last decoder output (s2gr: the next thinking vector's base)
+            "h": memory.new_zeros(memory.shape[0], self.spec.d_model),
             "step": 0,
         }
-
-    def schedule(self) -> list[tuple[str, int]]:
-        """Decoder inputs in order: ('bos', 0), ('think', l), ('code', p)."""
-        levels = self.spec.levels
-        if self.spec.mode == "tiger":
-            return [("bos", 0)] + [("code", p) for p in range(self.spec.positions - 1)]
-        if self.spec.reasoning_first:
-            return [("bos", 0)] + [("think", lv) for lv in range(levels)] + [("code", p) for p in range(levels)]
-        steps: list[tuple[str, int]] = [("bos", 0)]
-        for lv in range(levels):
-            steps += [("think", lv), ("code", lv)]
-        return steps
 
     def teacher_forced(
         self, memory: torch.Tensor, mask: torch.Tensor, target: torch.Tensor
@@ -170,40 +166,39 @@ class SeqToSID(nn.Module):
             x = self.drop(torch.stack(inputs, 1) + self.dec_pos.weight[None, : len(inputs)])
             kv = self.memory_cache(memory, self.decoder)
             for i, layer in enumerate(self.decoder):
-                x, _ = layer(x, kv[i], mask)
+                x = layer(x, kv[i], mask)
             h = self.dec_norm(x)
             return [self.logits(p, h[:, p]) for p in range(self.spec.positions)], None
-        # s2gr: thinking vectors depend on the decoder's own outputs, so step with the cache
+        # s2gr: a thinking vector is the decoder's own previous output, so the pass is split where
+        # one is needed; the steps between two thinking vectors run together on the cache.
         cache = self.new_cache(memory, mask)
-        outputs, thoughts = [], []
-        for step, (kind, index) in enumerate(self.schedule()):
-            if kind == "bos":
-                x = self.bos.expand(target.shape[0], -1)
-            elif kind == "think":
-                x = cache["h"] + self.level_pos[index]
-                thoughts.append(x)
-            else:
-                x = self.code_embedding(index, target[:, index])
-            cache["h"] = self.decode_step(x, step, cache)
-            outputs.append((kind, index, cache["h"]))
-        logits = self.code_logits_from(outputs)
+        batch = target.shape[0]
+        bos = self.bos.expand(batch, -1)
+        codes = [self.code_embedding(p, target[:, p]) for p in range(self.spec.levels)]
+        thoughts: list[torch.Tensor] = []
+        if self.spec.reasoning_first:  # BOS, t1 … t_L chained; then s1 … s_L in one pass
+            h = self.decode_step(bos, 0, cache)
+            for level in range(self.spec.levels):
+                thoughts.append(h + self.level_pos[level])
+                h = self.decode_step(thoughts[-1], 1 + level, cache)
+            out = self.decode_steps(torch.stack(codes, 1), 1 + self.spec.levels, cache)
+            predictors = [h, *out.unbind(1)]
+        else:  # BOS; then (t_l, s_l) pairs: output at t_l predicts s_l, output at s_l seeds t_{l+1}
+            h = self.decode_step(bos, 0, cache)
+            predictors = []
+            for level in range(self.spec.levels):
+                thoughts.append(h + self.level_pos[level])
+                out = self.decode_steps(torch.stack([thoughts[-1], codes[level]], 1), 1 + 2 * level, cache)
+                predictors.append(out[:, 0])
+                h = out[:, 1]
+            predictors.append(h)  # the output at s_L predicts the de-dup code
+        logits = [self.logits(p, hp) for p, hp in enumerate(predictors)]
         return logits, torch.stack(thoughts, 1)
-
-    def code_logits_from(self, outputs: list[tuple[str, int, torch.Tensor]]) -> list[torch.Tensor]:
-        """Which decoder outputs predict which code, for the s2gr schedules."""
-        levels = self.spec.levels
-        if self.spec.reasoning_first:
-            # outputs at t_L, s1 … s_L predict s1 … s_{L+1}
-            predictors = [outputs[levels][2]] + [outputs[levels + 1 + p][2] for p in range(levels)]
-        else:
-            # output at t_l predicts s_l; the output at s_L predicts the de-dup code
-            predictors = [outputs[2 * lv + 1][2] for lv in range(levels)] + [outputs[-1][2]]
-        return [self.logits(p, h) for p, h in enumerate(predictors)]
 
     def global_interest(self, memory: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """v_g (B, D): the half-depth auxiliary decoder's reading of the history (s2gr)."""
         x = self.interest_query.expand(memory.shape[0], 1, -1)
         kv = self.memory_cache(memory, self.interest)
         for i, layer in enumerate(self.interest):
-            x, _ = layer(x, kv[i], mask)
+            x = layer(x, kv[i], mask)
         return self.interest_norm(x[:, 0])

@@ -1,0 +1,234 @@
+"""Generative-recommender benchmark: TIGER, S2GR and its ablations on the same SIDs, several seeds.
+
+    python bench/gr.py bench/configs/gr-amazon-beauty.yaml                  # everything (GPU: hours)
+    python bench/gr.py bench/configs/gr-amazon-beauty.yaml --variants tiger s2gr --seeds 0
+    python bench/gr.py bench/configs/gr-amazon-beauty.yaml --set merge_codes=true max_epochs=2 --tag probe
+
+Builds the config's SIDs once with the pipeline's own semantic stages (in bench/work/<dataset>/,
+rebuilt only when the semantic overrides change), then trains and evaluates every variant × seed
+through the pipeline's own train_<mode> / evaluate_<mode> stages, each in its own process.
+Writes bench/results/gr-<dataset>[-tag].{json,md} (test R@5, R@10, N@5, N@10 mean ± std, time per
+epoch and to best, decoding users/s, the S2GR/TIGER time ratios, SASRec's numbers when
+bench/sasrec.py has run) and one MLflow run per variant × seed in the experiment "s2gr-bench".
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, log_run, override, prepare
+
+REPORTED = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")
+TIMES = ("seconds_per_epoch", "seconds_to_best", "train_samples_per_s", "inference_users_per_s", "peak_memory_mb")
+
+
+def load_config(path: Path, overrides: list[str]) -> dict:
+    """The frozen config, with ``key=value`` overrides of its shared model section (values parsed as YAML)."""
+    config = yaml.safe_load(path.read_text())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in config["model"]:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config['model'])}")
+        config["model"][key] = yaml.safe_load(value)
+    return config
+
+
+def semantic_params(config: dict):
+    work, params = prepare(config["dataset"])
+    return work, override(params, config["semantic"])
+
+
+def build_sids(config: dict) -> Path:
+    """The config's SIDs in bench/work/<dataset>/data/sids, rebuilt when its semantic overrides change."""
+    from s2gr_core.stages import get_stage
+
+    work, params = semantic_params(config)
+    identity = json.dumps({s: params.section(s) for s in ("embed", "cooccur", "codebook", "sids")}, sort_keys=True)
+    stamp = work / "data" / "sids" / "bench-semantic.sha256"
+    digest = hashlib.sha256(identity.encode()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == digest:
+        print(f"SIDs of {stamp.parent} match the config: reused", flush=True)
+        return work
+    for name in ("embed", "cooccur", "codebook", "sids"):
+        started = time.perf_counter()
+        result = get_stage(name).run(params, work)
+        print(f"[{name}] {time.perf_counter() - started:.1f}s: {result.summary}", flush=True)
+    stamp.write_text(digest)
+    return work
+
+
+def run_one(config: dict, variant: str, seed: int) -> dict:
+    """One variant × seed through the pipeline's own train and evaluate stages."""
+    from s2gr_core.stages import get_stage
+
+    work, params = semantic_params(config)
+    fields = dict(config["variants"][variant])
+    mode = fields.pop("mode")
+    model = {**config["model"], "seed": seed}
+    params = override(params, {mode: {**model, **fields}})
+    trained = get_stage(f"train_{mode}").run(params, work)
+    get_stage(f"evaluate_{mode}").run(params, work)
+    train = json.loads((work / "metrics" / f"train_{mode}.json").read_text())
+    evaluation = json.loads((work / "metrics" / f"eval_{mode}.json").read_text())
+    return {
+        "variant": variant,
+        "seed": seed,
+        "mode": mode,
+        "test": evaluation["test"],
+        "best_valid_ndcg_at_10": train["best_valid_ndcg_at_10"],
+        "best_epoch": train["best_epoch"],
+        "epochs_run": train["epochs_run"],
+        "seconds_to_best": train["seconds_per_epoch"] * train["best_epoch"],
+        **{k: train[k] for k in TIMES if k in train},
+        "parameters": train["parameters"],
+        "device": trained.tags.get("device", "?"),
+        "config": asdict(getattr(params, mode)),
+    }
+
+
+def stat(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
+
+
+def summarise(results: list[dict]) -> dict[str, dict]:
+    """Per variant: mean ± std of the test metrics and times; plus S2GR/TIGER time ratios."""
+    summary: dict[str, dict] = {}
+    for variant in dict.fromkeys(r["variant"] for r in results):
+        runs = [r for r in results if r["variant"] == variant]
+        summary[variant] = {
+            "seeds": [r["seed"] for r in runs],
+            **{k: stat([r["test"][k] for r in runs]) for k in REPORTED},
+            **{k: stat([r[k] for r in runs]) for k in (*TIMES, "best_epoch")},
+        }
+    if "tiger" in summary and "s2gr" in summary:
+        t, s = summary["tiger"], summary["s2gr"]
+        summary["ratios"] = {
+            "train_seconds_per_epoch": s["seconds_per_epoch"]["mean"] / t["seconds_per_epoch"]["mean"],
+            "train_seconds_to_best": s["seconds_to_best"]["mean"] / max(t["seconds_to_best"]["mean"], 1e-9),
+            "decode_time_per_user": t["inference_users_per_s"]["mean"] / s["inference_users_per_s"]["mean"],
+            "ndcg_at_10_gain": s["ndcg_at_10"]["mean"] / t["ndcg_at_10"]["mean"] - 1,
+            "recall_at_10_gain": s["recall_at_10"]["mean"] / t["recall_at_10"]["mean"] - 1,
+        }
+    return summary
+
+
+def sasrec_row(dataset: str) -> str | None:
+    path = RESULTS / f"sasrec-{dataset}.json"
+    if not path.is_file():
+        return None
+    s = json.loads(path.read_text())["summary"]
+    cells = " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in REPORTED)
+    return f"| SASRec (bench/sasrec.py) | {cells} | {s['seconds_per_epoch']['mean']:.1f} | | | |"
+
+
+def markdown(dataset: str, results: list[dict], summary: dict) -> str:
+    devices = sorted({r["device"] for r in results})
+    lines = [
+        f"# TIGER, S2GR and ablations on {dataset} (device {', '.join(devices)}; seeds per variant as listed)",
+        "",
+        "| variant | R@5 | R@10 | N@5 | N@10 | s/epoch | s to best | decode users/s | seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for variant, s in summary.items():
+        if variant == "ratios":
+            continue
+        cells = " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in REPORTED)
+        lines.append(
+            f"| {variant} | {cells} | {s['seconds_per_epoch']['mean']:.1f} | {s['seconds_to_best']['mean']:.0f} | "
+            f"{s['inference_users_per_s']['mean']:.1f} | {len(s['seeds'])} |"
+        )
+    if (row := sasrec_row(dataset)) is not None:
+        lines.append(row)
+    if "ratios" in summary:
+        r = summary["ratios"]
+        lines += [
+            "",
+            f"S2GR / TIGER: training time per epoch {r['train_seconds_per_epoch']:.2f}x (target <= 1.35), "
+            f"to best {r['train_seconds_to_best']:.2f}x; decoding time per user {r['decode_time_per_user']:.2f}x "
+            f"(target <= 1.10); N@10 {r['ndcg_at_10_gain']:+.1%}, R@10 {r['recall_at_10_gain']:+.1%}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def log_to_mlflow(results: list[dict], config_path: Path) -> None:
+    for r in results:
+        log_run(
+            f"gr-{r['variant']}-seed{r['seed']}",
+            {
+                "model": r["mode"],
+                "variant": r["variant"],
+                "seed": str(r["seed"]),
+                "device": r["device"],
+                "benchmark": config_path.name,
+            },
+            {**{f"test.{k}": v for k, v in r["test"].items()}, **{k: r[k] for k in (*TIMES, "best_epoch")}},
+            {f"{r['mode']}.{k}": v for k, v in r["config"].items() if k != "seed"},
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", type=Path, help="frozen benchmark config (bench/configs/gr-*.yaml)")
+    parser.add_argument("--variants", nargs="+", help="run only these variants (default: all of the config)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: the config's seeds")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override fields of the config's model section, e.g. --set merge_codes=true max_epochs=2",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the frozen run's")
+    parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    config = load_config(args.config, args.overrides)
+    if args.worker:
+        print("RESULT " + json.dumps(run_one(config, args.worker[0], int(args.worker[1]))), flush=True)
+        return 0
+    unknown = set(args.variants or ()) - set(config["variants"])
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}: the config has {sorted(config['variants'])}")
+    build_sids(config)
+    results = []
+    for variant in args.variants or list(config["variants"]):
+        for seed in args.seeds or config["seeds"]:
+            print(f"== {variant} seed {seed}", flush=True)
+            command = [sys.executable, __file__, str(args.config), "--worker", variant, str(seed)]
+            proc = subprocess.run(
+                command + (["--set", *args.overrides] if args.overrides else []),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode:
+                print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
+                return proc.returncode
+            results.append(json.loads(proc.stdout.rsplit("RESULT ", 1)[1]))
+            print({k: results[-1][k] for k in ("best_epoch", "seconds_per_epoch", "device")}, results[-1]["test"])
+    summary = summarise(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = f"gr-{config['dataset']}{'-' + args.tag if args.tag else ''}"
+    (RESULTS / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+    table = markdown(config["dataset"], results, summary)
+    (RESULTS / f"{name}.md").write_text(table)
+    log_to_mlflow(results, args.config)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
