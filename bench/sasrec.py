@@ -56,7 +56,7 @@ def run_seed(config: dict, seed: int) -> dict:
     get_stage("evaluate_sasrec").run(params, work)
     train = _json.loads((work / "metrics" / "train_sasrec.json").read_text())
     evaluation = _json.loads((work / "metrics" / "eval_sasrec.json").read_text())
-    excluded = test_without_history(work, params.data.max_history, params.inference.batch_size)
+    excluded = test_without_history(work, params.split.max_history, params.inference.batch_size)
     return {
         "seed": seed,
         "dataset": config["dataset"],
