@@ -19,6 +19,28 @@ env.configure(ROOT)
 from s2gr_core.config import Params, load_params  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+REPORTED = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")  # test metrics in every table
+
+
+def load_config(path: Path, overrides: Sequence[str], section: str) -> dict:
+    """A frozen config, with ``key=value`` overrides of its ``section`` (values parsed as YAML)."""
+    import yaml
+
+    config = yaml.safe_load(path.read_text())
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in config[section]:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config[section])}")
+        config[section][key] = yaml.safe_load(value)
+    return config
+
+
+def stat(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample std (0 for a single value) of one metric over seeds."""
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
 def prepare(dataset: str) -> tuple[Path, Params]:

@@ -23,26 +23,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, log_run, override, prepare
+from common import REPORTED, RESULTS, load_config, log_run, override, prepare, stat
 
-REPORTED = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")
 TIMES = ("seconds_per_epoch", "seconds_to_best", "train_samples_per_s", "inference_users_per_s", "peak_memory_mb")
-
-
-def load_config(path: Path, overrides: list[str]) -> dict:
-    """The frozen config, with ``key=value`` overrides of its shared model section (values parsed as YAML)."""
-    config = yaml.safe_load(path.read_text())
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in config["model"]:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config['model'])}")
-        config["model"][key] = yaml.safe_load(value)
-    return config
 
 
 def semantic_params(config: dict):
@@ -96,11 +81,6 @@ def run_one(config: dict, variant: str, seed: int) -> dict:
         "device": trained.tags.get("device", "?"),
         "config": asdict(getattr(params, mode)),
     }
-
-
-def stat(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
 
 
 def summarise(results: list[dict]) -> dict[str, dict]:
@@ -195,7 +175,7 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the frozen run's")
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, "model")
     if args.worker:
         print("RESULT " + json.dumps(run_one(config, args.worker[0], int(args.worker[1]))), flush=True)
         return 0

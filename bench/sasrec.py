@@ -19,27 +19,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, log_run, prepare
+from common import REPORTED, RESULTS, load_config, log_run, prepare, stat
 
 from s2gr_core.config import SASRecConfig
-
-REPORTED = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")
-
-
-def load_config(path: Path, overrides: list[str]) -> dict:
-    """The frozen config, with ``key=value`` overrides of its sasrec section (values parsed as YAML)."""
-    config = yaml.safe_load(path.read_text())
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in config["sasrec"]:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(config['sasrec'])}")
-        config["sasrec"][key] = yaml.safe_load(value)
-    return config
 
 
 def run_seed(config: dict, seed: int) -> dict:
@@ -82,17 +66,15 @@ def test_without_history(work: Path, max_history: int, batch_size: int) -> dict[
     without repeat purchases (Amazon Beauty 5-core) a target is never in its history, so the
     flag can only help. Both readings are reported, each labelled.
     """
-    import pandas as pd
     import torch
 
-    from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-    from s2gr_core.models.sasrec.train import load_model, predict
+    from s2gr_core.models.sasrec.train import load_model, validation_metrics
+    from s2gr_core.split import load_eval
 
+    _, histories, targets = load_eval(str(work / "data" / "split" / "test.parquet"))
     model = load_model(work / "models" / "sasrec" / "best.pt")
-    test = pd.read_parquet(work / "data" / "split" / "test.parquet")
-    histories = [np.asarray(h, dtype=np.int64)[-max_history:] for h in test["history"]]
-    items, _ = predict(model, histories, 20, True, batch_size, torch.device("cpu"))
-    return mean_metrics(per_user_metrics(target_ranks(items, test["target"].to_numpy()), (1, 5, 10, 20)))
+    recent = [h[-max_history:] for h in histories]
+    return validation_metrics(model, recent, targets, (1, 5, 10, 20), batch_size, torch.device("cpu"), True)
 
 
 def log_to_mlflow(results: list[dict], config_path: Path) -> None:
@@ -127,10 +109,6 @@ def log_to_mlflow(results: list[dict], config_path: Path) -> None:
 
 
 def summarise(results: list[dict]) -> dict:
-    def stat(values: list[float]) -> dict:
-        arr = np.asarray(values, dtype=float)
-        return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0}
-
     return {
         **{k: stat([r["test"][k] for r in results]) for k in REPORTED},
         **{f"{k}_history_excluded": stat([r["test_history_excluded"][k] for r in results]) for k in REPORTED},
@@ -194,10 +172,11 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the baseline's")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    config = load_config(args.config, args.overrides, "sasrec")
     if args.worker:
-        print("RESULT " + json.dumps(run_seed(load_config(args.config, args.overrides), args.seeds[0])), flush=True)
+        print("RESULT " + json.dumps(run_seed(config, args.seeds[0])), flush=True)
         return 0
-    dataset = load_config(args.config, args.overrides)["dataset"]
+    dataset = config["dataset"]
     prepare(dataset)
     results = []
     for seed in args.seeds:

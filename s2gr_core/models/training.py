@@ -48,6 +48,11 @@ class TrainOutcome:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def stop_metric_for(ks: tuple[int, ...]) -> str:
+    """The early-stopping metric: validation NDCG@10, or NDCG at the largest K when 10 is not evaluated."""
+    return f"ndcg_at_{10 if 10 in ks else max(ks)}"
+
+
 def save(obj: object, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)

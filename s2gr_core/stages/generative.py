@@ -14,7 +14,7 @@ from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
-from s2gr_core.stages.models import catalogue_size, publish
+from s2gr_core.stages.models import catalogue_size, model_result, publish
 
 
 def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
@@ -76,23 +76,17 @@ def train_generative_stage(
         metrics=metrics,
         model_dir=model_dir,
     )
-    n_params = summary["parameters"]
-    best = model_dir / "best.pt"
-    return StageResult(
-        metrics=summary,
-        tags={
-            "model": mode,
-            "seed": cfg.seed,
-            "device": outcome.device,
-            "beam": cfg.beam,
-            "resumed_from_epoch": outcome.resumed_from if outcome.resumed_from is not None else "none",
-        },
-        artifacts=[metrics, model_dir / "history.json"],
-        summary=(
-            f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
-            f"{summary['seconds_per_epoch']:.1f}s/epoch, {summary['train_samples_per_s']:.0f} samples/s, "
-            f"decoding {summary['inference_users_per_s']:.0f} users/s (beam {cfg.beam}) on {outcome.device}, "
-            f"{n_params:,} parameters"
+    return model_result(
+        mode,
+        cfg.seed,
+        outcome,
+        summary,
+        metrics=metrics,
+        model_dir=model_dir,
+        load=load_model,
+        tags={"beam": cfg.beam},
+        speed=(
+            f", {summary['train_samples_per_s']:.0f} samples/s, "
+            f"decoding {summary['inference_users_per_s']:.0f} users/s (beam {cfg.beam})"
         ),
-        model=lambda: load_model(best),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -66,6 +67,37 @@ def publish(
     return summary
 
 
+def model_result(
+    name: str,
+    seed: int,
+    outcome: TrainOutcome,
+    summary: dict[str, float],
+    *,
+    metrics: Path,
+    model_dir: Path,
+    load: Callable[[Path], Any],
+    tags: dict[str, Any] | None = None,
+    speed: str = "",
+) -> StageResult:
+    """The result of a model stage: summary metrics, tags, artifacts and the best model for MLflow.
+
+    ``speed`` is extra text for the one-line summary, after the seconds per epoch.
+    """
+    best = model_dir / "best.pt"
+    resumed = outcome.resumed_from if outcome.resumed_from is not None else "none"
+    return StageResult(
+        metrics=summary,
+        tags={"model": name, "seed": seed, "device": outcome.device, **(tags or {}), "resumed_from_epoch": resumed},
+        artifacts=[metrics, model_dir / "history.json"],
+        summary=(
+            f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
+            f"{summary['seconds_per_epoch']:.1f}s/epoch{speed} on {outcome.device}, "
+            f"{summary['parameters']:,} parameters"
+        ),
+        model=lambda: load(best),
+    )
+
+
 def train_sasrec_stage(
     params: Params,
     *,
@@ -107,20 +139,4 @@ def train_sasrec_stage(
         metrics=metrics,
         model_dir=model_dir,
     )
-    n_params = summary["parameters"]
-    best = model_dir / "best.pt"
-    return StageResult(
-        metrics=summary,
-        tags={
-            "model": "sasrec",
-            "seed": cfg.seed,
-            "device": outcome.device,
-            "resumed_from_epoch": outcome.resumed_from if outcome.resumed_from is not None else "none",
-        },
-        artifacts=[metrics, model_dir / "history.json"],
-        summary=(
-            f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
-            f"{summary['seconds_per_epoch']:.1f}s/epoch on {outcome.device}, {n_params:,} parameters"
-        ),
-        model=lambda: load_model(best),
-    )
+    return model_result("sasrec", cfg.seed, outcome, summary, metrics=metrics, model_dir=model_dir, load=load_model)

@@ -22,7 +22,7 @@ from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
 from s2gr_core.models.gr.decoding import recommend
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
-from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit
+from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
 
 
 @dataclass(slots=True)
@@ -109,7 +109,7 @@ def train_gr(
 ) -> TrainOutcome:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    stop_metric = f"ndcg_at_{10 if 10 in ks else max(ks)}"
+    stop_metric = stop_metric_for(ks)
     history, targets = training_examples(sequences, max_history)
     example_users = np.repeat(train_users, [max(len(s) - 1, 0) for s in sequences])
     seed_everything(cfg.seed)

@@ -18,7 +18,7 @@ from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_
 from s2gr_core.models.common import pad_right, resolve_device, seed_everything, set_threads, top_k_items
 from s2gr_core.models.sasrec.data import IGNORE, length_bucketed_batches, training_windows
 from s2gr_core.models.sasrec.model import SASRec
-from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit
+from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
 
 # Budget and placement do not change what an epoch computes: a run may resume under a new budget.
 NOT_FINGERPRINTED = ("max_epochs", "patience", "device", "threads")
@@ -94,7 +94,7 @@ def train_sasrec(
 ) -> TrainOutcome:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    stop_metric = f"ndcg_at_{10 if 10 in ks else max(ks)}"
+    stop_metric = stop_metric_for(ks)
     inputs, targets = training_windows(train_sequences, max_len)
     lengths = (inputs != 0).sum(axis=1)
     n_targets = int((targets != IGNORE).sum())
