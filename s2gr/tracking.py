@@ -166,6 +166,7 @@ def evaluation_history(mlf: Any, exp_id: str, dataset: str) -> list[dict[str, An
             {
                 "model": run.data.tags["model"],
                 "seed": int(seed) if seed not in (None, "None") else None,
+                "config": run.data.tags.get("config"),
                 "run_id": run.info.run_id,
                 "start_time": run.info.start_time / 1000.0,
                 "metrics": dict(run.data.metrics),

@@ -75,6 +75,9 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     dvc_parents = [r for r in runs if r.data.tags.get("s2gr.group", "").startswith("dvc-")]
     assert len(dvc_parents) == 1
     assert sorted(children_of(runs, dvc_parents[0].info.run_id)) == sorted(STAGES)
+    # both runs of SASRec had one configuration: one fingerprint, so the report may pool them
+    configs = [r.data.tags["config"] for r in runs if r.data.tags.get("stage") == "evaluate_sasrec"]
+    assert len(configs) == 2 and len(set(configs)) == 1 and len(configs[0]) == 12
 
     # 4. A bad data drop: validation fails, split never runs, its last good outputs stay.
     split_outputs = {p: digest(p) for p in (project / "data" / "split").glob("*.parquet")}

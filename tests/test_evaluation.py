@@ -148,3 +148,24 @@ def test_report_takes_latest_run_per_seed_and_std_over_seeds() -> None:
     assert row["ndcg_at_10_mean"] == pytest.approx(0.25)
     assert row["ndcg_at_10_std"] == pytest.approx(np.std([0.2, 0.3], ddof=1))
     assert "| sasrec | 2 |" in to_markdown(table, "ml-100k") and "±" in to_markdown(table, "ml-100k")
+
+
+def test_report_pools_only_seeds_of_the_latest_configuration() -> None:
+    def rec(seed: int, t: float, v: float, config: str | None) -> dict:
+        return {
+            "model": "sasrec",
+            "seed": seed,
+            "config": config,
+            "run_id": f"r{t}",
+            "start_time": t,
+            "metrics": {"test.ndcg_at_10": v},
+        }
+
+    # seed 1 ran under an older configuration (and one run predates fingerprints): neither pools with "b"
+    records = [rec(1, 1.0, 0.9, None), rec(1, 2.0, 0.8, "a"), rec(0, 3.0, 0.2, "b"), rec(2, 4.0, 0.4, "b")]
+    table = summary_table(latest_per_seed(records))
+    row = table.iloc[0]
+    assert (row["seeds"], row["config"]) == (2, "b")
+    assert row["ndcg_at_10_mean"] == pytest.approx(0.3)
+    old = summary_table(latest_per_seed(records[:1]))
+    assert old.iloc[0]["seeds"] == 1 and old.iloc[0]["ndcg_at_10_mean"] == pytest.approx(0.9)

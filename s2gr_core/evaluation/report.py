@@ -1,4 +1,9 @@
-"""Model comparison report: test metrics of the latest run of each (model, seed), mean ± std over seeds."""
+"""Model comparison report: test metrics of the latest run of each (model, seed), mean ± std over seeds.
+
+Only seeds of one configuration are pooled: each record may carry ``config``, a fingerprint
+of every parameter that decides the model's result except its seed, and a model's row uses
+the records that share its most recent run's fingerprint.
+"""
 
 from __future__ import annotations
 
@@ -12,22 +17,27 @@ REPORT_METRICS = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")
 
 
 def latest_per_seed(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (model, seed): the most recent record. Columns: model, seed, run_id, start_time, metrics..."""
+    """One row per (model, seed): the most recent record with the configuration of the model's latest record.
+
+    Columns: model, seed, config, run_id, start_time, metrics... A record without ``config``
+    (an older run) only pools with others without one.
+    """
+    columns = ["model", "seed", "config", "run_id", "start_time"]
     if not records:
-        return pd.DataFrame(columns=["model", "seed", "run_id", "start_time"])
-    rows = [
-        {"model": r["model"], "seed": r["seed"], "run_id": r["run_id"], "start_time": r["start_time"], **r["metrics"]}
-        for r in records
-    ]
-    frame = pd.DataFrame(rows).sort_values("start_time")
-    return frame.groupby(["model", "seed"], as_index=False).tail(1).reset_index(drop=True)
+        return pd.DataFrame(columns=columns)
+    rows = [{**{c: r.get(c) for c in columns}, **r["metrics"]} for r in records]
+    frame = pd.DataFrame(rows).sort_values("start_time", kind="stable")
+    current = frame.groupby("model")["config"].agg(lambda c: c.iloc[-1])
+    same = frame["config"].fillna("") == frame["model"].map(current).fillna("")
+    frame = frame[same]
+    return frame.groupby(["model", "seed"], as_index=False, dropna=False).tail(1).reset_index(drop=True)
 
 
 def summary_table(latest: pd.DataFrame, metrics: tuple[str, ...] = REPORT_METRICS, split: str = "test") -> pd.DataFrame:
     """Per model: seeds, and mean / std of each ``<split>.<metric>`` (std is NaN with one seed)."""
     out = []
     for model, group in latest.groupby("model", sort=True):
-        row: dict[str, Any] = {"model": model, "seeds": len(group)}
+        row: dict[str, Any] = {"model": model, "seeds": len(group), "config": group["config"].iloc[-1]}
         for m in metrics:
             col = f"{split}.{m}"
             values = group[col].to_numpy(float) if col in group else np.array([np.nan])
@@ -43,7 +53,7 @@ def to_markdown(table: pd.DataFrame, dataset: str, metrics: tuple[str, ...] = RE
     lines = [
         f"# Test metrics on {dataset}",
         "",
-        "mean ± std over seeds (latest run per seed)",
+        "mean ± std over seeds (latest run per seed, of the configuration of the model's latest run)",
         "",
         head,
         "|---|---|" + "---|" * len(metrics),

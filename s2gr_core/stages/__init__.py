@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from functools import partial
 
+from s2gr_core.config import Params
 from s2gr_core.stages.base import NullReporter, Reporter, Stage, StageFailed, StageResult
 from s2gr_core.stages.data import fetch_stage, ingest_stage, split_stage, validate_stage
 from s2gr_core.stages.evaluate import evaluate_stage, report_stage
 from s2gr_core.stages.generative import train_generative_stage
+from s2gr_core.stages.lineage import config_fingerprint
 from s2gr_core.stages.models import train_sasrec_stage
 from s2gr_core.stages.semantic import codebook_stage, cooccur_stage, embed_stage, sids_stage
 
@@ -176,11 +178,17 @@ STAGES: tuple[Stage, ...] = (
         deps={f"{m}_metrics": f"metrics/eval_{m}.json" for m in EVALUATED_MODELS},
         outs={"table": "reports/models.md", "csv": "reports/models.csv", "chart": "reports/models.png"},
         params=("data.name", *(f"{m}.seed" for m in EVALUATED_MODELS)),
-        code=("s2gr_core/evaluation/report.py", "s2gr_core/plots.py"),
+        code=("s2gr_core/evaluation/report.py", "s2gr_core/stages/lineage.py", "s2gr_core/plots.py"),
     ),
 )
 
 STAGE_BY_NAME = {s.name: s for s in STAGES}
+
+
+def model_config(params: Params, model: str) -> str:
+    """Fingerprint of everything that decides ``model``'s evaluation except its seed: runs that share it are seeds
+    of one configuration, which the report may pool into mean ± std."""
+    return config_fingerprint(params, STAGES, f"evaluate_{model}", ignore=(f"{model}.seed",))
 
 
 def get_stage(name: str) -> Stage:

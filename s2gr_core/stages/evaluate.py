@@ -20,6 +20,12 @@ from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 SPLITS = ("valid", "test")
 
 
+def model_config(params: Params, model: str) -> str:
+    from s2gr_core.stages import model_config as fingerprint  # the registry imports this module
+
+    return fingerprint(params, model)
+
+
 def model_seed(params: Params, model: str) -> int | None:
     section = getattr(params, model, None)
     return getattr(section, "seed", None)
@@ -72,7 +78,12 @@ def evaluate_stage(
     shown = "  ".join(f"{m[0].upper()}@{k} {t[f'{m}_at_{k}']:.4f}" for m in ("recall", "ndcg") for k in ks if k > 1)
     return StageResult(
         metrics=flat,
-        tags={"model": model, "seed": model_seed(params, model), "exclude_history": params.inference.exclude_history},
+        tags={
+            "model": model,
+            "seed": model_seed(params, model),
+            "config": model_config(params, model),
+            "exclude_history": params.inference.exclude_history,
+        },
         artifacts=[metrics, per_user],
         summary=f"{model} test: {shown}  ({t['users']:,} users)",
     )
@@ -96,6 +107,7 @@ def report_stage(
             {
                 "model": model,
                 "seed": model_seed(params, model),
+                "config": model_config(params, model),
                 "run_id": "workspace",
                 "start_time": now,
                 "metrics": flatten_splits(data),
