@@ -1,11 +1,16 @@
-"""What every benchmark script shares: the bench work folder and logging to MLflow ("s2gr-bench")."""
+"""What every benchmark script shares: the bench work folder, runs in parallel under a time budget,
+and logging to MLflow ("s2gr-bench")."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +90,176 @@ def log_run(
         mlf.log_artifact(run.info.run_id, str(path))
     mlf.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def run_folder(work: Path, name: str) -> Path:
+    """``work/runs/<name>``: a project folder of its own for one run (models, predictions, metrics),
+    whose ``data`` is a link to the shared ``work/data``, so runs can train side by side."""
+    folder = work / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "data"
+    if not link.is_symlink():
+        link.symlink_to(Path("..") / ".." / "data", target_is_directory=True)
+    return folder
+
+
+def device_label(device: str) -> str:
+    """``cuda (NVIDIA H100 80GB HBM3)`` or ``cpu (2 cores)``: which machine produced a number."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({os.cpu_count()} cores)"
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every multi-run benchmark shares: parallel runs, a time budget, MLflow or not."""
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time, each in its own process and folder (a GPU holds many)"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        metavar="MINUTES",
+        help="stop runs still training after MINUTES; each finishes from its best checkpoint (marked in the table)",
+    )
+    parser.add_argument(
+        "--no-mlflow", action="store_true", help="write the result files only (a machine without MLflow)"
+    )
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: rewrite the tables of an earlier result file (e.g. from a GPU machine) and log it to MLflow",
+    )
+
+
+def worker_overrides(args: argparse.Namespace, section: dict) -> list[str]:
+    """The ``--set`` values every worker gets: the user's, plus its share of the cores when runs go in
+    parallel and the config leaves ``threads`` at 0 (all cores for each would oversubscribe them)."""
+    overrides = list(args.overrides)
+    if args.jobs > 1 and not section.get("threads"):
+        overrides.append(f"threads={max(1, (os.cpu_count() or 1) // args.jobs)}")
+    return overrides
+
+
+@dataclass(slots=True)
+class Run:
+    """One benchmark run: its name, the worker command, its folder and where its last checkpoint goes."""
+
+    name: str
+    command: list[str]  # the worker's command line; "--set KEY=VALUE ..." must be its last option
+    folder: Path
+    checkpoint: Path  # last.pt of the run: holds the epoch reached when a run is stopped
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "worker.log"
+
+
+def worker_result(log: Path) -> dict | None:
+    """The ``RESULT {json}`` line of the worker's latest start (the log is appended to), or None
+    if that start did not finish."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    starts = [i for i, line in enumerate(lines) if line.startswith("== ")]
+    latest = lines[starts[-1] + 1 :] if starts else lines
+    found = [line for line in latest if line.startswith("RESULT {")]  # not a traceback quoting the print
+    return json.loads(found[-1].removeprefix("RESULT ")) if found else None
+
+
+def run_parallel(
+    runs: Sequence[Run], jobs: int, deadline: float | None = None
+) -> tuple[dict[str, dict | None], set[str]]:
+    """Run the workers, ``jobs`` at a time, each logging to its folder's worker.log.
+
+    At ``deadline`` (seconds from now) running workers are stopped and queued ones never start.
+    Returns (name -> the worker's result, or None for a run that did not finish; the names stopped).
+    """
+    queue, running, results, stopped = list(runs), {}, {}, set()
+    ends = time.time() + deadline if deadline else float("inf")
+    while queue or running:
+        while queue and len(running) < jobs and time.time() < ends:
+            run = queue.pop(0)
+            handle = run.log.open("a")  # appended: a stopped run's finishing pass keeps its epoch lines
+            handle.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command)}\n")
+            handle.flush()
+            running[run.name] = (run, subprocess.Popen(run.command, stdout=handle, stderr=subprocess.STDOUT), handle)
+            print(f"started {run.name} (log {run.log})", flush=True)
+        if time.time() >= ends:
+            for name, (_, proc, _) in running.items():
+                if name not in stopped:
+                    print(f"time budget spent: stopping {name}", flush=True)
+                    proc.terminate()
+                    stopped.add(name)
+            queue.clear()
+        for name, (run, proc, handle) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            handle.close()
+            del running[name]
+            results[name] = worker_result(run.log)
+            if results[name] is None and name not in stopped:
+                print(f"{name} failed (exit {proc.returncode}); the end of {run.log}:", flush=True)
+                print(run.log.read_text()[-3000:], flush=True)
+            else:
+                print(f"{'stopped' if name in stopped else 'finished'} {name}", flush=True)
+        time.sleep(1.0)
+    return {run.name: results.get(run.name) for run in runs}, stopped
+
+
+def last_epoch(checkpoint: Path) -> int:
+    """The epoch a stopped run's ``last.pt`` holds (0 when it never finished an epoch)."""
+    import torch
+
+    if not checkpoint.is_file():
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"])
+
+
+def run_all(runs: Sequence[Run], jobs: int, deadline_minutes: float | None) -> list[dict]:
+    """Every run, in parallel under the time budget; a run stopped by the budget is finished from its
+    checkpoints (resumed with ``max_epochs`` = the epochs it completed, so it trains no further and
+    decodes with its best weights) and marked ``stopped_at_epoch``. Runs that never completed an
+    epoch are left out, and said so."""
+    results, names = run_parallel(runs, jobs, deadline_minutes * 60 if deadline_minutes else None)
+    stopped = {run.name: last_epoch(run.checkpoint) for run in runs if run.name in names}
+    resumable = [r for r in runs if stopped.get(r.name)]
+    finishing = [
+        replace(r, command=[*r.command, *([] if "--set" in r.command else ["--set"]), f"max_epochs={stopped[r.name]}"])
+        for r in resumable
+    ]
+    if finishing:
+        print(f"finishing {len(finishing)} stopped runs from their checkpoints", flush=True)
+        for name, result in run_parallel(finishing, jobs)[0].items():
+            if result is not None:
+                results[name] = {**result, "stopped_at_epoch": stopped[name]}
+    for name, result in results.items():
+        if result is None:
+            print(f"{name}: no result (failed, never started, or stopped before its first epoch)", flush=True)
+    return [r for r in results.values() if r is not None]
+
+
+def finish(
+    args: argparse.Namespace,
+    name: str,
+    results: list[dict],
+    summarise: Callable[[list[dict]], dict],
+    markdown: Callable[[list[dict], dict], str],
+    log_to_mlflow: Callable[[list[dict]], None],
+) -> None:
+    """Write ``bench/results/<name>.{json,md}``, log to MLflow unless ``--no-mlflow``, print the table."""
+    summary = summarise(results)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
+    table = markdown(results, summary)
+    (RESULTS / f"{name}.md").write_text(table)
+    if not args.no_mlflow:
+        log_to_mlflow(results)
+    print(table)
+
+
+def earlier_results(path: Path) -> list[dict]:
+    """The runs of an earlier result file (``--from-results``)."""
+    if not path.is_file():
+        raise SystemExit(f"--from-results {path}: no such file")
+    return json.loads(path.read_text())["runs"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -25,7 +24,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPORTED, RESULTS, load_config, log_run, override, prepare, stat
+from common import (
+    REPORTED,
+    RESULTS,
+    Run,
+    add_run_options,
+    device_label,
+    earlier_results,
+    finish,
+    load_config,
+    log_run,
+    override,
+    prepare,
+    run_all,
+    run_folder,
+    stat,
+    worker_overrides,
+)
 
 TIMES = ("seconds_per_epoch", "seconds_to_best", "train_samples_per_s", "inference_users_per_s", "peak_memory_mb")
 
@@ -56,13 +71,17 @@ def build_sids(config: dict) -> Path:
 
 def run_one(config: dict, variant: str, seed: int) -> dict:
     """One variant × seed through the pipeline's own train and evaluate stages."""
+    import torch
+
     from s2gr_core.stages import get_stage
 
-    work, params = semantic_params(config)
+    shared, params = semantic_params(config)
+    work = run_folder(shared, f"{variant}-seed{seed}")
     fields = dict(config["variants"][variant])
     mode = fields.pop("mode")
     model = {**config["model"], "seed": seed}
     params = override(params, {mode: {**model, **fields}})
+    torch.set_float32_matmul_precision(config.get("matmul_precision", "highest"))
     trained = get_stage(f"train_{mode}").run(params, work)
     get_stage(f"evaluate_{mode}").run(params, work)
     train = json.loads((work / "metrics" / f"train_{mode}.json").read_text())
@@ -78,7 +97,7 @@ def run_one(config: dict, variant: str, seed: int) -> dict:
         "seconds_to_best": train["seconds_per_epoch"] * train["best_epoch"],
         **{k: train[k] for k in TIMES if k in train},
         "parameters": train["parameters"],
-        "device": trained.tags.get("device", "?"),
+        "device": device_label(trained.tags.get("device", "?")),
         "config": asdict(getattr(params, mode)),
     }
 
@@ -111,7 +130,8 @@ def sasrec_row(dataset: str) -> str | None:
         return None
     s = json.loads(path.read_text())["summary"]
     cells = " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in REPORTED)
-    return f"| SASRec (bench/sasrec.py) | {cells} | {s['seconds_per_epoch']['mean']:.1f} | | | |"
+    device = json.loads(path.read_text())["runs"][0]["device"]
+    return f"| SASRec (bench/sasrec.py, {device}) | {cells} | {s['seconds_per_epoch']['mean']:.1f} | | | | |"
 
 
 def markdown(dataset: str, results: list[dict], summary: dict) -> str:
@@ -119,19 +139,28 @@ def markdown(dataset: str, results: list[dict], summary: dict) -> str:
     lines = [
         f"# TIGER, S2GR and ablations on {dataset} (device {', '.join(devices)}; seeds per variant as listed)",
         "",
-        "| variant | R@5 | R@10 | N@5 | N@10 | s/epoch | s to best | decode users/s | seeds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | R@5 | R@10 | N@5 | N@10 | s/epoch | s to best | decode users/s | seeds | best/run epochs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for variant, s in summary.items():
         if variant == "ratios":
             continue
         cells = " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in REPORTED)
+        runs = [r for r in results if r["variant"] == variant]
+        epochs = ", ".join(
+            f"{r['best_epoch']}/{r['epochs_run']}{' (stopped)' if 'stopped_at_epoch' in r else ''}" for r in runs
+        )
         lines.append(
             f"| {variant} | {cells} | {s['seconds_per_epoch']['mean']:.1f} | {s['seconds_to_best']['mean']:.0f} | "
-            f"{s['inference_users_per_s']['mean']:.1f} | {len(s['seeds'])} |"
+            f"{s['inference_users_per_s']['mean']:.1f} | {len(s['seeds'])} | {epochs} |"
         )
     if (row := sasrec_row(dataset)) is not None:
         lines.append(row)
+    if any("stopped_at_epoch" in r for r in results):
+        lines += [
+            "",
+            "(stopped): the run's time budget (--deadline) ended its training; it was scored with its best weights.",
+        ]
     if "ratios" in summary:
         r = summary["ratios"]
         lines += [
@@ -153,6 +182,7 @@ def log_to_mlflow(results: list[dict], config_path: Path) -> None:
                 "seed": str(r["seed"]),
                 "device": r["device"],
                 "benchmark": config_path.name,
+                **({"stopped_at_epoch": str(r["stopped_at_epoch"])} if "stopped_at_epoch" in r else {}),
             },
             {**{f"test.{k}": v for k, v in r["test"].items()}, **{k: r[k] for k in (*TIMES, "best_epoch")}},
             {f"{r['mode']}.{k}": v for k, v in r["config"].items() if k != "seed"},
@@ -164,6 +194,8 @@ def main() -> int:
     parser.add_argument("config", type=Path, help="frozen benchmark config (bench/configs/gr-*.yaml)")
     parser.add_argument("--variants", nargs="+", help="run only these variants (default: all of the config)")
     parser.add_argument("--seeds", type=int, nargs="+", help="default: the config's seeds")
+    parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the frozen run's")
+    add_run_options(parser)
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -172,7 +204,6 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override fields of the config's model section, e.g. --set merge_codes=true max_epochs=2",
     )
-    parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the frozen run's")
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = load_config(args.config, args.overrides, "model")
@@ -182,31 +213,37 @@ def main() -> int:
     unknown = set(args.variants or ()) - set(config["variants"])
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}: the config has {sorted(config['variants'])}")
-    build_sids(config)
-    results = []
-    for variant in args.variants or list(config["variants"]):
-        for seed in args.seeds or config["seeds"]:
-            print(f"== {variant} seed {seed}", flush=True)
-            command = [sys.executable, __file__, str(args.config), "--worker", variant, str(seed)]
-            proc = subprocess.run(
-                command + (["--set", *args.overrides] if args.overrides else []),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode:
-                print(proc.stdout[-3000:], proc.stderr[-3000:], flush=True)
-                return proc.returncode
-            results.append(json.loads(proc.stdout.rsplit("RESULT ", 1)[1]))
-            print({k: results[-1][k] for k in ("best_epoch", "seconds_per_epoch", "device")}, results[-1]["test"])
-    summary = summarise(results)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"gr-{config['dataset']}{'-' + args.tag if args.tag else ''}"
-    (RESULTS / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
-    table = markdown(config["dataset"], results, summary)
-    (RESULTS / f"{name}.md").write_text(table)
-    log_to_mlflow(results, args.config)
-    print(table)
+    if args.from_results:
+        results = earlier_results(args.from_results)
+    else:
+        shared = build_sids(config)
+        overrides = worker_overrides(args, config["model"])
+        runs = []
+        for variant in args.variants or list(config["variants"]):
+            for seed in args.seeds or config["seeds"]:
+                folder = run_folder(shared, f"{variant}-seed{seed}")
+                mode = config["variants"][variant]["mode"]
+                command = [sys.executable, __file__, str(args.config), "--worker", variant, str(seed)]
+                runs.append(
+                    Run(
+                        f"{variant}-seed{seed}",
+                        command + (["--set", *overrides] if overrides else []),
+                        folder,
+                        folder / "models" / mode / "last.pt",
+                    )
+                )
+        results = run_all(runs, args.jobs, args.deadline)
+        for r in results:
+            print(r["variant"], r["seed"], {k: r[k] for k in ("best_epoch", "seconds_per_epoch", "device")}, r["test"])
+    finish(
+        args,
+        name,
+        results,
+        summarise,
+        lambda runs, summary: markdown(config["dataset"], runs, summary),
+        lambda runs: log_to_mlflow(runs, args.config),
+    )
     return 0
 
 

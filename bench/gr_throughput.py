@@ -1,6 +1,7 @@
 """Training and decoding throughput of TIGER vs S2GR at a given size, on a dataset's real SIDs.
 
     python bench/gr_throughput.py amazon-beauty --batches 20
+    python bench/gr_throughput.py amazon-beauty --device cuda --matmul-precision high --batches 50
 
 Uses bench/work/<dataset>/ (run bench/semantic.py first for its SIDs). Times ``--batches``
 training steps and the decoding of ``--users`` validation users at beam 20, for one token
@@ -20,8 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, prepare
+from common import RESULTS, device_label, prepare
 
+from s2gr_core.models.common import resolve_device
 from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
 from s2gr_core.models.gr.decoding import recommend
 from s2gr_core.models.gr.losses import LossWeights, training_loss
@@ -32,16 +34,41 @@ from s2gr_core.stages.generative import load_semantic
 PAPER = {"d_model": 128, "heads": 6, "head_dim": 64, "ffn": 1024, "encoder_layers": 4, "decoder_layers": 4}
 
 
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer reads the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_seconds(model, opt, weights, centroids, clusters, batch, n: int, device: torch.device) -> float:
+    """Seconds for ``n`` training steps on batches drawn by ``batch()``."""
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(n):
+        hist, target = batch()
+        loss = training_loss(model, hist, target, weights, centroids, clusters)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    sync(device)
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--users", type=int, default=256)
+    parser.add_argument("--device", default="auto", help="auto (a GPU when one is visible), cpu or cuda")
+    parser.add_argument("--matmul-precision", default="highest", help="torch.set_float32_matmul_precision (high: TF32)")
     args = parser.parse_args()
+    device = resolve_device(args.device)
+    torch.set_float32_matmul_precision(args.matmul_precision)
     work, _ = prepare(args.dataset)
     n_items = int(json.loads((work / "metrics" / "data.json").read_text())["items"])
-    sem = load_semantic(work / "data" / "sids", n_items)
+    sem = load_semantic(work / "data" / "sids", n_items, device)
+    centroids, clusters = sem.centroids.to(device), sem.cluster_of_code.to(device)
     _, sequences = load_train(str(work / "data" / "split" / "train.parquet"))
     hist_items, targets = training_examples(sequences, 20)
     _, valid_hist, _ = load_eval(str(work / "data" / "split" / "valid.parquet"))
@@ -59,28 +86,27 @@ def main() -> int:
                 **PAPER,
             )
             torch.manual_seed(0)
-            model = SeqToSID(spec)
+            model = SeqToSID(spec).to(device)
             opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
             weights = LossWeights(0.1, 1.0, 1.0, 0.5) if mode == "s2gr" else LossWeights(1.0, 0.0, 0.0, 0.0)
-            started = time.perf_counter()
-            for _ in range(args.batches):
+
+            def batch() -> tuple[torch.Tensor, torch.Tensor]:
                 idx = rng.integers(0, len(targets), args.batch_size)
-                loss = training_loss(
-                    model,
-                    sid_tensor(hist_items[idx], sem.sids),
-                    torch.as_tensor(sem.sids[targets[idx]]),
-                    weights,
-                    sem.centroids,
-                    sem.cluster_of_code,
-                )["loss"]
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            train_rate = args.batches * args.batch_size / (time.perf_counter() - started)
-            hist = sid_tensor(left_padded(valid_hist[: args.users], 20), sem.sids)
-            started = time.perf_counter()
-            for start in range(0, len(hist), 128):
-                recommend(model, hist[start : start + 128], sem.tables, beam=20)
+                hist = sid_tensor(hist_items[idx], sem.sids, device)
+                return hist, torch.as_tensor(sem.sids[targets[idx]], device=device)
+
+            step = (model, opt, weights, centroids, clusters)
+            train_seconds(*step, batch, 2, device)  # warm-up: allocator, kernels
+            train_rate = args.batches * args.batch_size / train_seconds(*step, batch, args.batches, device)
+            hist = sid_tensor(left_padded(valid_hist[: args.users], 20), sem.sids, device)
+            model.eval()
+            with torch.no_grad():
+                recommend(model, hist[:128], sem.tables, beam=20)  # warm-up
+                sync(device)
+                started = time.perf_counter()
+                for start in range(0, len(hist), 128):
+                    recommend(model, hist[start : start + 128], sem.tables, beam=20)
+                sync(device)
             decode_rate = len(hist) / (time.perf_counter() - started)
             rows.append(
                 {
@@ -94,7 +120,8 @@ def main() -> int:
             print(rows[-1], flush=True)
     lines = [
         f"# TIGER vs S2GR throughput on {args.dataset} (paper size: 4+4 layers, d_model 128, 6 x 64 heads, "
-        f"FFN 1024; CPU, {torch.get_num_threads()} threads)",
+        f"FFN 1024; {device_label(str(device))}, {torch.get_num_threads()} threads, "
+        f"matmul precision {args.matmul_precision})",
         "",
         "| mode | encoder tokens | train samples/s | decode users/s (beam 20) | parameters |",
         "|---|---|---|---|---|",
@@ -106,7 +133,8 @@ def main() -> int:
             f"{r['parameters']:,} |"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"gr-throughput-{args.dataset}.md").write_text("\n".join(lines) + "\n")
+    suffix = "" if device.type == "cpu" else f"-{device.type}"
+    (RESULTS / f"gr-throughput-{args.dataset}{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -21,7 +19,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPORTED, RESULTS, load_config, log_run, prepare, stat
+from common import (
+    REPORTED,
+    Run,
+    add_run_options,
+    device_label,
+    earlier_results,
+    finish,
+    load_config,
+    log_run,
+    prepare,
+    run_all,
+    run_folder,
+    stat,
+    worker_overrides,
+)
 
 from s2gr_core.config import SASRecConfig
 
@@ -32,7 +44,8 @@ def run_seed(config: dict, seed: int) -> dict:
 
     from s2gr_core.stages import get_stage
 
-    work, params = prepare(config["dataset"])
+    shared, params = prepare(config["dataset"])
+    work = run_folder(shared, f"sasrec-seed{seed}")
     params = replace(params, sasrec=SASRecConfig(**{**config["sasrec"], "seed": seed}))
     started = time.time()
     trained = get_stage("train_sasrec").run(params, work)
@@ -40,7 +53,8 @@ def run_seed(config: dict, seed: int) -> dict:
     get_stage("evaluate_sasrec").run(params, work)
     train = _json.loads((work / "metrics" / "train_sasrec.json").read_text())
     evaluation = _json.loads((work / "metrics" / "eval_sasrec.json").read_text())
-    excluded = test_without_history(work, params.split.max_history, params.inference.batch_size)
+    device = trained.tags["device"]
+    excluded = test_without_history(work, params.split.max_history, params.inference.batch_size, device)
     return {
         "seed": seed,
         "dataset": config["dataset"],
@@ -54,12 +68,12 @@ def run_seed(config: dict, seed: int) -> dict:
         "train_samples_per_s": train["train_samples_per_s"],
         "inference_users_per_s": train["inference_users_per_s"],
         "peak_memory_mb": train["peak_memory_mb"],
-        "device": trained.tags["device"],
+        "device": device_label(device),
         "config": config["sasrec"],
     }
 
 
-def test_without_history(work: Path, max_history: int, batch_size: int) -> dict[str, float]:
+def test_without_history(work: Path, max_history: int, batch_size: int, device: str) -> dict[str, float]:
     """Test metrics of the same best model with the user's history items removed from its lists.
 
     METHOD.md keeps history items by default and allows a flag to drop them; on a catalogue
@@ -72,9 +86,9 @@ def test_without_history(work: Path, max_history: int, batch_size: int) -> dict[
     from s2gr_core.split import load_eval
 
     _, histories, targets = load_eval(str(work / "data" / "split" / "test.parquet"))
-    model = load_model(work / "models" / "sasrec" / "best.pt")
+    model = load_model(work / "models" / "sasrec" / "best.pt").to(device)
     recent = [h[-max_history:] for h in histories]
-    return validation_metrics(model, recent, targets, (1, 5, 10, 20), batch_size, torch.device("cpu"), True)
+    return validation_metrics(model, recent, targets, (1, 5, 10, 20), batch_size, torch.device(device), True)
 
 
 def log_to_mlflow(results: list[dict], config_path: Path) -> None:
@@ -121,8 +135,7 @@ def summarise(results: list[dict]) -> dict:
 
 def markdown(dataset: str, results: list[dict], summary: dict) -> str:
     lines = [
-        f"# SASRec on {dataset} ({len(results)} seeds; device {results[0]['device']}; "
-        f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores)",
+        f"# SASRec on {dataset} ({len(results)} seeds; device {', '.join(sorted({r['device'] for r in results}))})",
         "",
         "| seed | R@5 | R@10 | N@5 | N@10 | best epoch | epochs | s/epoch | peak MB |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -131,7 +144,8 @@ def markdown(dataset: str, results: list[dict], summary: dict) -> str:
         t = r["test"]
         lines.append(
             f"| {r['seed']} | {t['recall_at_5']:.4f} | {t['recall_at_10']:.4f} | {t['ndcg_at_5']:.4f} | "
-            f"{t['ndcg_at_10']:.4f} | {r['best_epoch']} | {r['epochs_run']} | "
+            f"{t['ndcg_at_10']:.4f} | {r['best_epoch']} | {r['epochs_run']}"
+            f"{' (stopped)' if 'stopped_at_epoch' in r else ''} | "
             f"{r['seconds_per_epoch']:.1f} | {r['peak_memory_mb']:.0f} |"
         )
     s = summary
@@ -161,6 +175,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", type=Path, help="frozen benchmark config (bench/configs/*.yaml)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the baseline's")
+    add_run_options(parser)
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -169,7 +185,6 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override sasrec fields of the config for a probe, e.g. --set hidden=128 lr=0.001",
     )
-    parser.add_argument("--tag", default="", help="suffix of the result files, so a probe keeps the baseline's")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = load_config(args.config, args.overrides, "sasrec")
@@ -177,30 +192,32 @@ def main() -> int:
         print("RESULT " + json.dumps(run_seed(config, args.seeds[0])), flush=True)
         return 0
     dataset = config["dataset"]
-    prepare(dataset)
-    results = []
-    for seed in args.seeds:
-        print(f"== {dataset} seed {seed}", flush=True)
-        proc = subprocess.run(
-            [sys.executable, __file__, str(args.config), "--seeds", str(seed), "--worker"]
-            + (["--set", *args.overrides] if args.overrides else []),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        print(proc.stdout[-3000:], proc.stderr[-2000:] if proc.returncode else "", flush=True)
-        if proc.returncode:
-            return proc.returncode
-        results.append(json.loads(proc.stdout.rsplit("RESULT ", 1)[1]))
-    summary = summarise(results)
-    out = RESULTS
-    out.mkdir(parents=True, exist_ok=True)
-    name = f"sasrec-{dataset}{'-' + args.tag if args.tag else ''}"
-    (out / f"{name}.json").write_text(json.dumps({"summary": summary, "runs": results}, indent=2))
-    table = markdown(dataset, results, summary)
-    (out / f"{name}.md").write_text(table)
-    log_to_mlflow(results, args.config)
-    print(table)
+    if args.from_results:
+        results = earlier_results(args.from_results)
+    else:
+        shared, _ = prepare(dataset)
+        overrides = worker_overrides(args, config["sasrec"])
+        runs = []
+        for seed in args.seeds:
+            folder = run_folder(shared, f"sasrec-seed{seed}")
+            command = [sys.executable, __file__, str(args.config), "--seeds", str(seed), "--worker"]
+            runs.append(
+                Run(
+                    f"sasrec-seed{seed}",
+                    command + (["--set", *overrides] if overrides else []),
+                    folder,
+                    folder / "models" / "sasrec" / "last.pt",
+                )
+            )
+        results = run_all(runs, args.jobs, args.deadline)
+    finish(
+        args,
+        f"sasrec-{dataset}{'-' + args.tag if args.tag else ''}",
+        results,
+        summarise,
+        lambda runs, summary: markdown(dataset, runs, summary),
+        lambda runs: log_to_mlflow(runs, args.config),
+    )
     return 0
 
 

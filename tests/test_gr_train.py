@@ -59,6 +59,41 @@ def test_training_resumes_after_an_interruption(mode: str, params: Params, sid_r
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
     if mode == "s2gr":  # each S2GR loss term is tracked on its own
         assert {"train_rec", "train_align", "train_interest", "train_reg"} <= set(resumed.history[-1])
+    # speeds cover every epoch of the history, not only those this process ran
+    assert resumed.seconds_per_epoch == pytest.approx(np.mean([row["epoch_seconds"] for row in resumed.history]))
+    assert resumed.samples_per_second == pytest.approx(np.mean([r["train_samples_per_s"] for r in resumed.history]))
+
+
+def test_a_run_stopped_early_finishes_from_its_checkpoints_with_its_speeds(params: Params, sid_root: Path) -> None:
+    """A killed run resumed with ``max_epochs`` = its last epoch trains nothing and keeps its timings."""
+    sem = load_semantic(sid_root / "data" / "sids", 40)
+    users, sequences = load_train(str(sid_root / "data" / "split" / "train.parquet"))
+    valid = load_eval(str(sid_root / "data" / "split" / "valid.parquet"))
+    cfg = dataclasses.replace(params.tiger, max_epochs=2, patience=5, threads=1)
+
+    def stop_in_epoch_3(row: dict, epoch: int) -> None:
+        if epoch == 3:
+            raise Interrupt
+
+    ckpt = sid_root / "models" / "tiger"
+    with pytest.raises(Interrupt):
+        train_gr(
+            dataclasses.replace(cfg, max_epochs=4),
+            "tiger",
+            sem,
+            users,
+            sequences,
+            valid,
+            20,
+            ckpt,
+            (10,),
+            64,
+            log=stop_in_epoch_3,
+            progress=False,
+        )
+    finished = train_gr(cfg, "tiger", sem, users, sequences, valid, 20, ckpt, (10,), 64, progress=False)
+    assert finished.resumed_from == 2 and finished.epochs_run == 2
+    assert finished.seconds_per_epoch > 0 and finished.samples_per_second > 0
 
 
 @pytest.mark.parametrize("mode", ["tiger", "s2gr"])

@@ -24,6 +24,8 @@ from s2gr_core.io import atomic_path
 from s2gr_core.models.common import peak_memory_mb
 
 LogFn = Callable[[dict[str, float], int], None]
+# Budget and placement do not change what an epoch computes: a run may resume under a new budget.
+NOT_FINGERPRINTED = ("max_epochs", "patience", "device", "threads")
 
 
 @dataclass(slots=True)
@@ -40,8 +42,8 @@ class TrainOutcome:
     best_epoch: int
     epochs_run: int
     best_valid: dict[str, float]
-    seconds_per_epoch: float
-    samples_per_second: float
+    seconds_per_epoch: float  # mean over every epoch of the history (train + validation)
+    samples_per_second: float  # mean training-only rate over every epoch of the history
     resumed_from: int | None
     peak_memory_mb: float
     device: str
@@ -90,13 +92,11 @@ def fit(
             for name, obj in stateful.items():
                 obj.load_state_dict(state["stateful"][name])
             rng.bit_generator.state = state["numpy_rng"]
-            torch.set_rng_state(state["torch_rng"])
+            torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the device
             start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
             bad_epochs, history, resumed = state["bad_epochs"], state["history"], state["epoch"]
             print(f"resuming from epoch {state['epoch']} checkpoint (best {stop_metric} {best:.4f})", flush=True)
 
-    epoch_times: list[float] = []
-    samples = 0
     for epoch in range(start_epoch, max_epochs + 1):
         if bad_epochs >= patience:
             break
@@ -104,9 +104,8 @@ def fit(
         started = time.time()
         result = train_epoch(epoch, rng)
         train_seconds = time.time() - started
-        samples = result.samples
         valid = validate()
-        epoch_times.append(time.time() - started)
+        epoch_seconds = time.time() - started
         improved = valid[stop_metric] > best
         if improved:
             best, best_epoch, bad_epochs = valid[stop_metric], epoch, 0
@@ -116,7 +115,7 @@ def fit(
         row = {
             "epoch": epoch,
             **{f"train_{k}": v for k, v in result.losses.items()},
-            "epoch_seconds": epoch_times[-1],
+            "epoch_seconds": epoch_seconds,
             "train_samples_per_s": result.samples / max(train_seconds, 1e-9),
             **{f"valid_{k}": v for k, v in valid.items()},
         }
@@ -125,7 +124,7 @@ def fit(
             log({k: v for k, v in row.items() if k != "epoch"}, epoch)
         print(
             f"epoch {epoch:3d}  loss {result.losses['loss']:.4f}  valid {stop_metric} {valid[stop_metric]:.4f}"
-            f"{'  *' if improved else ''}  ({epoch_times[-1]:.1f}s)",
+            f"{'  *' if improved else ''}  ({epoch_seconds:.1f}s)",
             flush=True,
         )
         save(
@@ -153,14 +152,15 @@ def fit(
     best_state = torch.load(best_path, map_location=device, weights_only=False)
     model.load_state_dict(best_state["model"])
     model.eval()
-    mean_epoch = float(np.mean(epoch_times)) if epoch_times else 0.0
+    # Over the whole history, so a resumed run (even one resumed only to finish) reports every epoch.
+    mean_epoch = float(np.mean([h["epoch_seconds"] for h in history])) if history else 0.0
     return TrainOutcome(
         model=model,
         best_epoch=best_epoch,
         epochs_run=int(history[-1]["epoch"]) if history else 0,
         best_valid=best_state["valid"],
         seconds_per_epoch=mean_epoch,
-        samples_per_second=samples / mean_epoch if mean_epoch else 0.0,
+        samples_per_second=float(np.mean([h["train_samples_per_s"] for h in history])) if history else 0.0,
         resumed_from=resumed,
         peak_memory_mb=peak_memory_mb(device),
         device=str(device),

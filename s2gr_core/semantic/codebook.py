@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 import torch
 
@@ -87,6 +86,8 @@ def standardise(x: np.ndarray) -> np.ndarray:
 
 def fit_rqkmeans(x: np.ndarray, levels: int, size: int, seed: int) -> Codebook:
     """faiss ``ResidualQuantizer`` (residual k-means with beam search; no gradient training)."""
+    import faiss  # lazily, as in quantize.kmeans
+
     nbits = int(np.log2(size))
     rq = faiss.ResidualQuantizer(x.shape[1], levels, nbits)
     rq.cp.seed = seed

@@ -6,13 +6,14 @@ Shapes: L levels, K codes per level, d code dimension, B items in a batch.
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
 
 
 def kmeans(points: np.ndarray, k: int, seed: int, niter: int = 25) -> tuple[np.ndarray, np.ndarray]:
     """faiss k-means: (N, d) -> centroids (k, d) float32 and the assignment (N,) int64."""
+    import faiss  # only where codes are fitted: model training and decoding run without faiss installed
+
     points = np.ascontiguousarray(points, dtype=np.float32)
     if len(points) < k:
         raise ValueError(f"k-means needs at least k={k} points, got {len(points)}")

@@ -65,7 +65,7 @@ def train_generative_stage(
         log=reporter.log_metrics,
     )
     device = next(outcome.model.parameters()).device
-    sem.tables = DecodingTables(tuple(t.to(device) for t in sem.tables.children))
+    sem.tables = sem.tables.to(device)
     summary = publish(
         outcome,
         lambda hist, split_users: predict(

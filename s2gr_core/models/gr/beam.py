@@ -35,6 +35,9 @@ class DecodingTables:
     def from_numpy(cls, children: list, device: torch.device | str = "cpu") -> DecodingTables:
         return cls(tuple(torch.as_tensor(t, dtype=torch.int64, device=device) for t in children))
 
+    def to(self, device: torch.device | str) -> DecodingTables:
+        return DecodingTables(tuple(t.to(device) for t in self.children))
+
     @property
     def positions(self) -> int:
         return len(self.children)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,7 @@ from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
 from s2gr_core.models.gr.decoding import recommend
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
-from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
+from s2gr_core.models.training import NOT_FINGERPRINTED, EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
 
 
 @dataclass(slots=True)
@@ -84,8 +84,7 @@ def predict(
 
 
 def fingerprint(cfg: GRConfig, mode: str, sem: Semantic, max_history: int, sequences: list[np.ndarray]) -> str:
-    budget = ("max_epochs", "patience", "device", "threads")  # may change between a run and its resume
-    identity = {k: v for k, v in asdict(cfg).items() if k not in budget}
+    identity = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
     digest = hashlib.sha256(json.dumps([identity, mode, max_history], sort_keys=True).encode())
     digest.update(sem.sids.tobytes())
     for seq in sequences:
@@ -109,6 +108,7 @@ def train_gr(
 ) -> TrainOutcome:
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    sem = replace(sem, tables=sem.tables.to(device))  # validation decodes on the model's device
     stop_metric = stop_metric_for(ks)
     history, targets = training_examples(sequences, max_history)
     example_users = np.repeat(train_users, [max(len(s) - 1, 0) for s in sequences])

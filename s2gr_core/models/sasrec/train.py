@@ -18,10 +18,7 @@ from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_
 from s2gr_core.models.common import pad_right, resolve_device, seed_everything, set_threads, top_k_items
 from s2gr_core.models.sasrec.data import IGNORE, length_bucketed_batches, training_windows
 from s2gr_core.models.sasrec.model import SASRec
-from s2gr_core.models.training import EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
-
-# Budget and placement do not change what an epoch computes: a run may resume under a new budget.
-NOT_FINGERPRINTED = ("max_epochs", "patience", "device", "threads")
+from s2gr_core.models.training import NOT_FINGERPRINTED, EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
 
 
 def fingerprint(cfg: SASRecConfig, n_items: int, max_len: int, sequences: list[np.ndarray]) -> str:
