@@ -157,6 +157,14 @@ class Run:
         return self.folder / "worker.log"
 
 
+def worker_run(work: Path, name: str, command: list[str], overrides: list[str], model: str) -> Run:
+    """The run ``name`` in its folder under ``work``; ``overrides`` go last, as ``--set`` values."""
+    folder = run_folder(work, name)
+    return Run(
+        name, command + (["--set", *overrides] if overrides else []), folder, folder / "models" / model / "last.pt"
+    )
+
+
 def worker_result(log: Path) -> dict | None:
     """The ``RESULT {json}`` line of the worker's latest start (the log is appended to), or None
     if that start did not finish."""

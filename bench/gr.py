@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     REPORTED,
     RESULTS,
-    Run,
     add_run_options,
     device_label,
     earlier_results,
@@ -40,6 +39,7 @@ from common import (
     run_folder,
     stat,
     worker_overrides,
+    worker_run,
 )
 
 TIMES = ("seconds_per_epoch", "seconds_to_best", "train_samples_per_s", "inference_users_per_s", "peak_memory_mb")
@@ -128,9 +128,9 @@ def sasrec_row(dataset: str) -> str | None:
     path = RESULTS / f"sasrec-{dataset}.json"
     if not path.is_file():
         return None
-    s = json.loads(path.read_text())["summary"]
+    saved = json.loads(path.read_text())
+    s, device = saved["summary"], saved["runs"][0]["device"]
     cells = " | ".join(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in REPORTED)
-    device = json.loads(path.read_text())["runs"][0]["device"]
     return f"| SASRec (bench/sasrec.py, {device}) | {cells} | {s['seconds_per_epoch']['mean']:.1f} | | | | |"
 
 
@@ -222,17 +222,9 @@ def main() -> int:
         runs = []
         for variant in args.variants or list(config["variants"]):
             for seed in args.seeds or config["seeds"]:
-                folder = run_folder(shared, f"{variant}-seed{seed}")
-                mode = config["variants"][variant]["mode"]
                 command = [sys.executable, __file__, str(args.config), "--worker", variant, str(seed)]
-                runs.append(
-                    Run(
-                        f"{variant}-seed{seed}",
-                        command + (["--set", *overrides] if overrides else []),
-                        folder,
-                        folder / "models" / mode / "last.pt",
-                    )
-                )
+                mode = config["variants"][variant]["mode"]
+                runs.append(worker_run(shared, f"{variant}-seed{seed}", command, overrides, mode))
         results = run_all(runs, args.jobs, args.deadline)
         for r in results:
             print(r["variant"], r["seed"], {k: r[k] for k in ("best_epoch", "seconds_per_epoch", "device")}, r["test"])

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_seconds(model, opt, weights, centroids, clusters, batch, n: int, device: torch.device) -> float:
+def train_seconds(
+    model: SeqToSID,
+    opt: torch.optim.Optimizer,
+    weights: LossWeights,
+    centroids: torch.Tensor,
+    clusters: torch.Tensor,
+    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+    n: int,
+    device: torch.device,
+) -> float:
     """Seconds for ``n`` training steps on batches drawn by ``batch()``."""
     sync(device)
     started = time.perf_counter()

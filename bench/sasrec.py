@@ -21,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     REPORTED,
-    Run,
     add_run_options,
     device_label,
     earlier_results,
@@ -33,26 +32,23 @@ from common import (
     run_folder,
     stat,
     worker_overrides,
+    worker_run,
 )
-
-from s2gr_core.config import SASRecConfig
 
 
 def run_seed(config: dict, seed: int) -> dict:
     """One seed through the pipeline's own stages (train_sasrec, evaluate_sasrec) in the bench folder."""
-    import json as _json
-
     from s2gr_core.stages import get_stage
 
     shared, params = prepare(config["dataset"])
     work = run_folder(shared, f"sasrec-seed{seed}")
-    params = replace(params, sasrec=SASRecConfig(**{**config["sasrec"], "seed": seed}))
+    params = replace(params, sasrec=replace(params.sasrec, **{**config["sasrec"], "seed": seed}))
     started = time.time()
     trained = get_stage("train_sasrec").run(params, work)
     train_seconds = time.time() - started
     get_stage("evaluate_sasrec").run(params, work)
-    train = _json.loads((work / "metrics" / "train_sasrec.json").read_text())
-    evaluation = _json.loads((work / "metrics" / "eval_sasrec.json").read_text())
+    train = json.loads((work / "metrics" / "train_sasrec.json").read_text())
+    evaluation = json.loads((work / "metrics" / "eval_sasrec.json").read_text())
     device = trained.tags["device"]
     excluded = test_without_history(work, params.split.max_history, params.inference.batch_size, device)
     return {
@@ -199,16 +195,8 @@ def main() -> int:
         overrides = worker_overrides(args, config["sasrec"])
         runs = []
         for seed in args.seeds:
-            folder = run_folder(shared, f"sasrec-seed{seed}")
             command = [sys.executable, __file__, str(args.config), "--seeds", str(seed), "--worker"]
-            runs.append(
-                Run(
-                    f"sasrec-seed{seed}",
-                    command + (["--set", *overrides] if overrides else []),
-                    folder,
-                    folder / "models" / "sasrec" / "last.pt",
-                )
-            )
+            runs.append(worker_run(shared, f"sasrec-seed{seed}", command, overrides, "sasrec"))
         results = run_all(runs, args.jobs, args.deadline)
     finish(
         args,

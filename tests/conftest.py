@@ -97,3 +97,14 @@ def ml100k_embeddings(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     items = get_dataset("ml-100k").parse(folder).items.sort_values("item_id")
     template = tuple(yaml.safe_load((REPO / "params.yaml").read_text())["embed"]["template"])
     return encode(render_texts(items, template), "all-MiniLM-L6-v2", 16, "cpu", progress=False)
+
+
+@pytest.fixture
+def sid_root(params: Params, tmp_path: Path) -> Path:
+    """A project folder with the fixture's split and SIDs, made by the pipeline's own stages."""
+    from s2gr_core.stages import get_stage
+
+    root = tmp_path / "proj"
+    for name in ("fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids"):
+        get_stage(name).run(params, root)
+    return root

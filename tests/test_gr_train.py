@@ -26,14 +26,6 @@ def test_examples_are_every_next_item_with_its_left_padded_history() -> None:
     assert sid_tensor(np.array([[-1, 1]]), sids).tolist() == [[[-1, -1], [1, 0]]]
 
 
-@pytest.fixture
-def sid_root(params: Params, tmp_path: Path) -> Path:
-    root = tmp_path / "proj"
-    for name in ("fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids"):
-        get_stage(name).run(params, root)
-    return root
-
-
 class Interrupt(Exception):
     pass
 

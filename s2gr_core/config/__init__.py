@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from s2gr_core.config.base import ConfigError, _help
+from s2gr_core.config.base import ConfigError, SpeedConfig, _help
 from s2gr_core.config.gr import GRConfig, S2GRConfig
 from s2gr_core.config.semantic import CodebookConfig, CooccurConfig, EmbedConfig, SidsConfig
 
@@ -124,7 +124,7 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class SASRecConfig:
+class SASRecConfig(SpeedConfig):
     hidden: int = _help("Embedding and hidden size.")
     blocks: int = _help("Self-attention blocks.")
     heads: int = _help("Attention heads (must divide hidden).")

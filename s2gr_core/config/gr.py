@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from s2gr_core.config.base import _help, require
+from s2gr_core.config.base import SpeedConfig, _help, require
 
 
 @dataclass(frozen=True, slots=True)
-class GRConfig:
+class GRConfig(SpeedConfig):
     d_model: int = _help("Model width D.")
     heads: int = _help("Attention heads.")
     head_dim: int = _help("Size of each head (heads × head_dim need not equal d_model, as in T5).")

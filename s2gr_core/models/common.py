@@ -28,6 +28,49 @@ def pad_right(sequences: list[np.ndarray], max_len: int, offset: int = 1) -> tup
     return tokens, lengths
 
 
+def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of example indices with similar lengths, in random order.
+
+    Examples are sorted by length (random order among equal lengths), cut into batches, and the
+    batches shuffled; each batch can then be cropped to its longest example, which saves most of
+    the encoder work on short histories. Every example is in exactly one batch.
+
+    >>> [b.tolist() for b in length_bucketed_batches(np.array([3, 1, 3, 1]), 2, np.random.default_rng(0))]
+    [[3, 1], [2, 0]]
+    """
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random permutation of ``range(n)`` cut into batches (no length bucketing)."""
+    order = rng.permutation(n)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def crop_width(longest: int, limit: int, multiple: int = 1) -> int:
+    """Columns a batch keeps: its longest example rounded up to ``multiple`` (a small fixed set of
+    shapes for compiled steps), at least 1, at most ``limit``.
+
+    >>> crop_width(5, 20, 4), crop_width(0, 20), crop_width(19, 20, 8)
+    (8, 1, 20)
+    """
+    return max(1, min(limit, -(-longest // multiple) * multiple))
+
+
+def decode_chunks(lengths: np.ndarray, batch_size: int, by_length: bool = True) -> list[np.ndarray]:
+    """Row indices in chunks of ``batch_size``: shortest history first when ``by_length`` (so each
+    chunk can be cropped), else in order. The caller writes each chunk's results back at these
+    indices, so the output stays in user order either way.
+
+    >>> [c.tolist() for c in decode_chunks(np.array([5, 1, 3]), 2)]
+    [[1, 2], [0]]
+    """
+    order = np.argsort(lengths, kind="stable") if by_length else np.arange(len(lengths))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

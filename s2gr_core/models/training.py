@@ -19,9 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from s2gr_core.io import atomic_path
 from s2gr_core.models.common import peak_memory_mb
+from s2gr_core.models.runtime import LossSums, Runtime
 
 LogFn = Callable[[dict[str, float], int], None]
 # Budget and placement do not change what an epoch computes: a run may resume under a new budget.
@@ -48,11 +50,36 @@ class TrainOutcome:
     peak_memory_mb: float
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    runtime: Runtime | None = None  # how it ran (precision, compile, threads): decoding runs the same way
 
 
 def stop_metric_for(ks: tuple[int, ...]) -> str:
     """The early-stopping metric: validation NDCG@10, or NDCG at the largest K when 10 is not evaluated."""
     return f"ndcg_at_{10 if 10 in ks else max(ks)}"
+
+
+def run_batches(
+    batches: list[np.ndarray],
+    step: Callable[[np.ndarray], dict[str, torch.Tensor]],
+    samples: Callable[[np.ndarray], int],
+    desc: str,
+    progress: bool = True,
+    log_every: int = 20,
+) -> EpochResult:
+    """One epoch's optimiser steps, with a progress bar; loss terms are summed on the device
+    (weighted by batch size) and read only every ``log_every`` batches and at the end.
+
+    ``step(idx)`` trains on the examples ``idx`` and returns its loss terms ("loss" = the total);
+    ``samples(idx)`` is how many training targets they hold.
+    """
+    sums, seen = LossSums(), 0
+    bar = tqdm(batches, desc=desc, leave=False, mininterval=1.0, disable=None if progress else True)  # None: a tty
+    for b, idx in enumerate(bar):
+        sums.add(step(idx), len(idx))
+        seen += samples(idx)
+        if b % log_every == 0:
+            bar.set_postfix(loss=f"{sums.means()['loss']:.4f}")
+    return EpochResult(sums.means(), seen)
 
 
 def save(obj: object, path: Path) -> None:

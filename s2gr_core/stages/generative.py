@@ -65,11 +65,19 @@ def train_generative_stage(
         log=reporter.log_metrics,
     )
     device = next(outcome.model.parameters()).device
-    sem.tables = sem.tables.to(device)
     summary = publish(
         outcome,
         lambda hist, split_users: predict(
-            outcome.model, hist, split_users, sem, cfg.beam, inf.top_k, inf.batch_size, device
+            outcome.model,
+            hist,
+            split_users,
+            sem,
+            cfg.beam,
+            inf.top_k,
+            inf.batch_size,
+            device,
+            outcome.runtime,
+            cfg.length_buckets,
         ),
         (("valid", valid_split[0], valid_split[1]), ("test", test_users, test_hist)),
         predictions=predictions,

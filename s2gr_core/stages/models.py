@@ -87,7 +87,14 @@ def model_result(
     resumed = outcome.resumed_from if outcome.resumed_from is not None else "none"
     return StageResult(
         metrics=summary,
-        tags={"model": name, "seed": seed, "device": outcome.device, **(tags or {}), "resumed_from_epoch": resumed},
+        tags={
+            "model": name,
+            "seed": seed,
+            "device": outcome.device,
+            **(outcome.runtime.tags() if outcome.runtime is not None else {}),
+            **(tags or {}),
+            "resumed_from_epoch": resumed,
+        },
         artifacts=[metrics, model_dir / "history.json"],
         summary=(
             f"best epoch {outcome.best_epoch}/{outcome.epochs_run}, valid N@10 {summary['best_valid_ndcg_at_10']:.4f}, "
@@ -133,7 +140,16 @@ def train_sasrec_stage(
     splits = (("valid", valid_users, valid_hist), ("test", test_users, test_hist))
     summary = publish(
         outcome,
-        lambda hist, _: predict(outcome.model, hist, inf.top_k, inf.exclude_history, inf.batch_size, device),
+        lambda hist, _: predict(
+            outcome.model,
+            hist,
+            inf.top_k,
+            inf.exclude_history,
+            inf.batch_size,
+            device,
+            outcome.runtime,
+            cfg.length_buckets,
+        ),
         splits,
         predictions=predictions,
         metrics=metrics,

@@ -2,7 +2,7 @@
 
 Every position t ≥ 1 of a training sequence is one example: history = the ``max_history``
 items before it (left-padded with -1), target = the item at t. Histories are kept as item
-ids and turned into SID tensors per batch (``sid_tensor``), so memory stays (E, H).
+ids and turned into SID tensors per batch (``sid_table`` indexed on the device), so memory stays (E, H).
 
 >>> training_examples([np.array([5, 7, 9])], max_history=2)
 (array([[-1,  5],
@@ -43,7 +43,13 @@ def training_examples(sequences: list[np.ndarray], max_history: int) -> tuple[np
     return history, flat[target_at]
 
 
+def sid_table(sids: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The SID table on ``device`` with a padding row first: (N + 1, P), row 0 all -1, row i + 1 the
+    SID of item i. Index it with item ids + 1 to gather a batch where the model runs."""
+    padded = np.concatenate([np.full((1, sids.shape[1]), -1, dtype=np.int64), sids])
+    return torch.as_tensor(padded, device=device)
+
+
 def sid_tensor(items: np.ndarray, sids: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """Item ids (..., H) with -1 padding -> SIDs (..., H, P) with -1 rows for padding."""
-    padded = np.concatenate([np.full((1, sids.shape[1]), -1, dtype=np.int64), sids])
-    return torch.as_tensor(padded[items + 1], device=device)
+    return sid_table(sids, device)[torch.as_tensor(items + 1, device=device)]

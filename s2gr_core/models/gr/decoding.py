@@ -9,6 +9,8 @@ keys/values stay one per user, read by all of its beams.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,6 +18,7 @@ from torch.nn import functional as F
 
 from s2gr_core.models.gr.beam import DecodingTables, beam_search
 from s2gr_core.models.gr.model import SeqToSID
+from s2gr_core.models.runtime import Runtime, run_guarded
 
 
 def reorder_cache(cache: dict[str, Any], parent: torch.Tensor) -> dict[str, Any]:
@@ -33,12 +36,19 @@ def reorder_cache(cache: dict[str, Any], parent: torch.Tensor) -> dict[str, Any]
     }
 
 
-def make_step(model: SeqToSID):
-    """The beam-search step of ``model``: log-probabilities of SID position ``position`` per beam."""
+DecodeSteps = Callable[[torch.Tensor, int, dict[str, Any]], torch.Tensor]
+
+
+def make_step(model: SeqToSID, decode_steps: DecodeSteps | None = None):
+    """The beam-search step of ``model``: log-probabilities of SID position ``position`` per beam.
+
+    ``decode_steps`` (default ``model.decode_steps``) runs the decoder; a compiled one may be given.
+    """
     spec = model.spec
+    run = decode_steps or model.decode_steps
 
     def advance(x: torch.Tensor, cache: dict[str, Any]) -> torch.Tensor:
-        cache["h"] = model.decode_step(x, cache["step"], cache)
+        cache["h"] = run(x[:, None], cache["step"], cache)[:, 0]
         cache["step"] += 1
         return cache["h"]
 
@@ -53,7 +63,8 @@ def make_step(model: SeqToSID):
                         h = advance(h + model.level_pos[level], cache)
             elif position < spec.levels:  # think about level `position`, inside the same beam
                 h = advance(h + model.level_pos[position], cache)
-        return F.log_softmax(model.logits(position, h), dim=-1), cache
+        # scores add up over positions: fp32 whatever the precision of the model's matmuls
+        return F.log_softmax(model.logits(position, h).float(), dim=-1), cache
 
     return step
 
@@ -65,12 +76,33 @@ def recommend(
     tables: DecodingTables,
     beam: int,
     users: torch.Tensor | None = None,
+    decode_steps: DecodeSteps | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """history (B, H, P) -> the ``beam`` best items (B, W) and their log-probabilities, best first."""
+    """history (B, H', P) -> the ``beam`` best items (B, W) and their log-probabilities, best first."""
     was = model.training
     model.eval()
-    memory, mask = model.encode(history, users)
-    cache = model.new_cache(memory, mask, preallocate=True)
-    items, scores = beam_search(make_step(model), reorder_cache, cache, tables, history.shape[0], beam)
-    model.train(was)
-    return items, scores
+    try:
+        memory, mask = model.encode(history, users)
+        cache = model.new_cache(memory, mask, preallocate=True)
+        step = make_step(model, decode_steps)
+        return beam_search(step, reorder_cache, cache, tables, history.shape[0], beam)
+    finally:
+        model.train(was)
+
+
+class Decoder:
+    """:func:`recommend` under a runtime: its precision, and its compiled decoder step when it compiles
+    (a failed compilation decodes the batch again eagerly and stays eager)."""
+
+    def __init__(self, model: SeqToSID, runtime: Runtime | None = None):
+        self.model, self.runtime = model, runtime
+        self.compiled = runtime.step(model.decode_steps, "decoder step") if runtime is not None else None
+
+    def __call__(
+        self, history: torch.Tensor, tables: DecodingTables, beam: int, users: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        def body() -> tuple[torch.Tensor, torch.Tensor]:
+            with self.runtime.autocast() if self.runtime is not None else contextlib.nullcontext():
+                return recommend(self.model, history, tables, beam, users, self.compiled)
+
+        return run_guarded(self.compiled, body)

@@ -60,7 +60,9 @@ class SeqToSID(nn.Module):
     def __init__(self, spec: GRSpec):
         super().__init__()
         self.spec = spec
-        offsets = torch.tensor([0, *spec.vocab[:-1]]).cumsum(0)
+        # Python ints, not a tensor: slicing the head by a tensor offset is a host sync per position.
+        self.code_offsets = tuple(int(o) for o in torch.tensor([0, *spec.vocab[:-1]]).cumsum(0))
+        offsets = torch.tensor(self.code_offsets)
         self.register_buffer("offsets", offsets, persistent=False)
         total = sum(spec.vocab)
         d = spec.d_model
@@ -87,19 +89,28 @@ class SeqToSID(nn.Module):
 
     # ---- encoder -------------------------------------------------------------------------
     def encode(self, history: torch.Tensor, users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """history (B, H, P) SIDs, -1 = padding -> memory (B, S, D), mask (B, 1, 1, S) True = real token."""
-        pad = history[..., 0] < 0  # (B, H)
+        """history (B, H', P) SIDs, -1 = padding -> memory (B, S, D), mask (B, 1, 1, S) True = real token.
+
+        H' ≤ max_history: a batch may come cropped to its longest history (length bucketing).
+        Position ids count from the right, so the most recent token has the same position
+        whatever the crop, and a cropped batch computes what the fully padded one does.
+        Example: max_history 20, P 4, H' 5 -> the 20 tokens take positions 60 … 79 (+1 with a user token).
+        """
+        if history.shape[1] > self.spec.max_history:
+            raise ValueError(f"history holds {history.shape[1]} items; the model was built for {self.spec.max_history}")
+        pad = history[..., 0] < 0  # (B, H')
         ids = torch.where(history < 0, torch.zeros_like(history), history + self.offsets + 1)
-        emb = self.enc_codes(ids)  # (B, H, P, D)
+        emb = self.enc_codes(ids)  # (B, H', P, D)
         if self.spec.merge_codes:
             x, real = emb.sum(dim=2), ~pad
         else:
             x, real = emb.flatten(1, 2), (~pad).repeat_interleave(self.spec.positions, dim=1)
+        x = x + self.enc_pos.weight[self.enc_pos.num_embeddings - x.shape[1] :]
         if self.user is not None:
             assert users is not None, "the model has a user token: pass users"
-            x = torch.cat([self.user(users % self.spec.user_buckets)[:, None], x], dim=1)
+            x = torch.cat([(self.user(users % self.spec.user_buckets) + self.enc_pos.weight[0])[:, None], x], dim=1)
             real = torch.cat([torch.ones_like(real[:, :1]), real], dim=1)
-        x = self.drop(x + self.enc_pos.weight[None, : x.shape[1]])
+        x = self.drop(x)
         mask = real[:, None, None, :]
         for layer in self.encoder:
             x = layer(x, mask)
@@ -110,11 +121,11 @@ class SeqToSID(nn.Module):
 
     # ---- decoder -------------------------------------------------------------------------
     def code_embedding(self, position: int, codes: torch.Tensor) -> torch.Tensor:
-        return self.dec_codes(codes + self.offsets[position])
+        return self.dec_codes(codes + self.code_offsets[position])
 
     def logits(self, position: int, h: torch.Tensor) -> torch.Tensor:
         """Scores of the codes of SID position ``position`` from decoder outputs h (..., D)."""
-        start = int(self.offsets[position])
+        start = self.code_offsets[position]
         weight = self.head.weight[start : start + self.spec.vocab[position]]
         return h @ weight.T
 

@@ -1,28 +1,42 @@
-"""Training and inference of TIGER / S2GR on SIDs: AdamW with warm-up and cosine decay,
-early stopping on validation NDCG@10 through the shared epoch loop (checkpoint, resume)."""
+"""Training and inference of TIGER / S2GR on SIDs: fused AdamW with warm-up and cosine decay,
+length-bucketed batches, early stopping on validation NDCG@10 through the shared epoch loop (checkpoint, resume)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from s2gr_core.config import GRConfig, S2GRConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-from s2gr_core.models.common import resolve_device, seed_everything, set_threads
+from s2gr_core.models.common import (
+    crop_width,
+    decode_chunks,
+    length_bucketed_batches,
+    seed_everything,
+    shuffled_batches,
+)
 from s2gr_core.models.gr.beam import DecodingTables
-from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
-from s2gr_core.models.gr.decoding import recommend
+from s2gr_core.models.gr.data import left_padded, sid_table, training_examples
+from s2gr_core.models.gr.decoding import Decoder
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
-from s2gr_core.models.training import NOT_FINGERPRINTED, EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
+from s2gr_core.models.runtime import Runtime, run_guarded, runtime_for
+from s2gr_core.models.training import (
+    NOT_FINGERPRINTED,
+    EpochResult,
+    LogFn,
+    TrainOutcome,
+    fit,
+    run_batches,
+    stop_metric_for,
+)
 
 
 @dataclass(slots=True)
@@ -70,17 +84,32 @@ def predict(
     top_k: int,
     batch_size: int,
     device: torch.device,
+    runtime: Runtime | None = None,
+    length_buckets: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``top_k`` items (U, K) and their SID log-probabilities by constrained beam search."""
-    items_out, scores_out = [], []
+    """Top-``top_k`` items (U, K) and their SID log-probabilities by constrained beam search, in user order.
+
+    With ``length_buckets`` users are decoded shortest history first, each chunk cropped to its
+    longest history (position ids count from the right, so the lists are those of the padded batch).
+    """
+    tables = sem.tables.to(device)  # the search runs where the model is (a no-op when already there)
     padded = left_padded(histories, model.spec.max_history)
-    for start in range(0, len(padded), batch_size):
-        hist = sid_tensor(padded[start : start + batch_size], sem.sids, device)
-        user = torch.as_tensor(users[start : start + batch_size], device=device) if model.user is not None else None
-        items, scores = recommend(model, hist, sem.tables, beam, user)
-        items_out.append(items[:, :top_k].cpu().numpy())
-        scores_out.append(scores[:, :top_k].float().cpu().numpy())
-    return np.concatenate(items_out), np.concatenate(scores_out)
+    lengths = (padded >= 0).sum(axis=1)
+    multiple = runtime.crop_multiple if runtime is not None else 1
+    items_out = np.zeros((len(padded), top_k), dtype=np.int64)
+    scores_out = np.zeros((len(padded), top_k), dtype=np.float32)
+    sids = sid_table(sem.sids, device)
+    decoder = Decoder(model, runtime)
+    for rows in decode_chunks(lengths, batch_size, length_buckets):
+        width = padded.shape[1]
+        if length_buckets:
+            width = crop_width(int(lengths[rows].max()), width, multiple)
+        hist = sids[torch.as_tensor(padded[rows, padded.shape[1] - width :] + 1, device=device)]
+        user = torch.as_tensor(users[rows], device=device) if model.user is not None else None
+        items, scores = decoder(hist, tables, beam, user)
+        items_out[rows] = items[:, :top_k].cpu().numpy()
+        scores_out[rows] = scores[:, :top_k].float().cpu().numpy()
+    return items_out, scores_out
 
 
 def fingerprint(cfg: GRConfig, mode: str, sem: Semantic, max_history: int, sequences: list[np.ndarray]) -> str:
@@ -90,6 +119,99 @@ def fingerprint(cfg: GRConfig, mode: str, sem: Semantic, max_history: int, seque
     for seq in sequences:
         digest.update(np.asarray(seq, dtype=np.int64).tobytes() + b"|")
     return digest.hexdigest()[:16]
+
+
+class GRTrainer:
+    """The training loop of TIGER / S2GR, one epoch at a time: the pipeline's and the benchmark's.
+
+    Examples and SIDs live on the device; a batch is gathered there, cropped to its longest
+    history when ``length_buckets`` is on, run under the runtime's precision (and compiled step),
+    clipped to norm 1, stepped by fused AdamW and the warm-up + cosine schedule. Loss terms are
+    summed on the device and read every ``log_every`` batches (the progress bar) and at the end.
+    """
+
+    def __init__(
+        self,
+        cfg: GRConfig,
+        mode: Literal["tiger", "s2gr"],
+        sem: Semantic,
+        train_users: np.ndarray,
+        sequences: list[np.ndarray],
+        max_history: int,
+        runtime: Runtime,
+        log_every: int = 20,
+    ):
+        self.cfg, self.mode, self.runtime, self.log_every = cfg, mode, runtime, log_every
+        device = runtime.device
+        history, targets = training_examples(sequences, max_history)
+        self.lengths = (history >= 0).sum(axis=1)
+        self.history = torch.as_tensor(history + 1, device=device)  # +1: row 0 of the SID table is padding
+        self.targets = torch.as_tensor(targets, device=device)
+        self.users = torch.as_tensor(np.repeat(train_users, [max(len(s) - 1, 0) for s in sequences]), device=device)
+        self.sids = sid_table(sem.sids, device)
+        seed_everything(cfg.seed)
+        self.model = SeqToSID(build_spec(cfg, mode, sem, max_history)).to(device)
+        self.optim = runtime.adamw(self.model.parameters(), cfg.lr, cfg.weight_decay)
+        total_steps = cfg.max_epochs * math.ceil(len(targets) / cfg.batch_size)
+
+        def schedule(step: int) -> float:
+            if step < cfg.warmup_steps:
+                return (step + 1) / cfg.warmup_steps
+            progress_ = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optim, schedule)
+        weights = loss_weights(cfg)
+        centroids, clusters = sem.centroids.to(device), sem.cluster_of_code.to(device)
+
+        def losses(hist: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None) -> dict[str, torch.Tensor]:
+            with runtime.autocast():
+                return training_loss(self.model, hist, target, weights, centroids, clusters, users)
+
+        self.losses = losses
+        self.compiled = runtime.step(losses, f"{mode} training step")
+
+    @property
+    def examples(self) -> int:
+        return len(self.targets)
+
+    def batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        if self.cfg.length_buckets:
+            return length_bucketed_batches(self.lengths, self.cfg.batch_size, rng)
+        return shuffled_batches(self.examples, self.cfg.batch_size, rng)
+
+    def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """One optimiser step on the examples ``idx``; the loss terms stay on the device."""
+        cfg, device = self.cfg, self.runtime.device
+        width = self.history.shape[1]
+        if cfg.length_buckets:
+            width = crop_width(int(self.lengths[idx].max()), width, self.runtime.crop_multiple)
+        rows = torch.as_tensor(idx, device=device)
+        hist = self.sids[self.history[rows, self.history.shape[1] - width :]]
+        target = self.sids[self.targets[rows] + 1]
+        users = self.users[rows] if cfg.user_buckets else None
+        losses = self.compiled or self.losses
+
+        def body() -> dict[str, torch.Tensor]:
+            if self.compiled is not None and device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier outputs may be reused
+            terms = losses(hist, target, users)
+            self.optim.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            return terms
+
+        terms = run_guarded(self.compiled, body)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optim.step()
+        self.scheduler.step()
+        return terms
+
+    def epoch(
+        self, epoch: int, rng: np.random.Generator, max_batches: int | None = None, progress: bool = True
+    ) -> EpochResult:
+        """One pass over the training examples (the first ``max_batches`` batches when given)."""
+        batches = self.batches(rng)[:max_batches]
+        return run_batches(batches, self.step, len, f"{self.mode} epoch {epoch}", progress, self.log_every)
 
 
 def train_gr(
@@ -106,64 +228,23 @@ def train_gr(
     log: LogFn | None = None,
     progress: bool = True,
 ) -> TrainOutcome:
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    sem = replace(sem, tables=sem.tables.to(device))  # validation decodes on the model's device
+    runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
     stop_metric = stop_metric_for(ks)
-    history, targets = training_examples(sequences, max_history)
-    example_users = np.repeat(train_users, [max(len(s) - 1, 0) for s in sequences])
-    seed_everything(cfg.seed)
-    model = SeqToSID(build_spec(cfg, mode, sem, max_history)).to(device)
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total_steps = cfg.max_epochs * math.ceil(len(targets) / cfg.batch_size)
-
-    def schedule(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress_ = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optim, schedule)
-    weights = loss_weights(cfg)
-    centroids, clusters = sem.centroids.to(device), sem.cluster_of_code.to(device)
-
-    def train_epoch(epoch: int, rng: np.random.Generator) -> EpochResult:
-        order = rng.permutation(len(targets))
-        sums: dict[str, float] = {}
-        bar = tqdm(
-            range(0, len(order), cfg.batch_size),
-            desc=f"{mode} epoch {epoch}",
-            leave=False,
-            mininterval=1.0,
-            disable=None if progress else True,
-        )
-        for b, start in enumerate(bar):
-            idx = order[start : start + cfg.batch_size]
-            hist = sid_tensor(history[idx], sem.sids, device)
-            target = torch.as_tensor(sem.sids[targets[idx]], device=device)
-            users = torch.as_tensor(example_users[idx], device=device) if cfg.user_buckets else None
-            terms = training_loss(model, hist, target, weights, centroids, clusters, users)
-            optim.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            scheduler.step()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value.item() * len(idx)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{sums['loss'] / (start + len(idx)):.4f}")
-        return EpochResult({k: v / len(order) for k, v in sums.items()}, len(order))
-
+    trainer = GRTrainer(cfg, mode, sem, train_users, sequences, max_history, runtime)
+    model = trainer.model
     valid_users, valid_hist, valid_targets = valid
 
     def validate() -> dict[str, float]:
-        items, _ = predict(model, valid_hist, valid_users, sem, cfg.beam, max(ks), inference_batch, device)
+        items, _ = predict(
+            model, valid_hist, valid_users, sem, cfg.beam, max(ks), inference_batch, runtime.device, runtime,
+            cfg.length_buckets,
+        )  # fmt: skip
         return mean_metrics(per_user_metrics(target_ranks(items, valid_targets), ks))
 
-    return fit(
+    outcome = fit(
         model,
-        {"optim": optim, "scheduler": scheduler},
-        train_epoch,
+        {"optim": trainer.optim, "scheduler": trainer.scheduler},
+        lambda epoch, rng: trainer.epoch(epoch, rng, progress=progress),
         validate,
         ckpt_dir=ckpt_dir,
         fingerprint=fingerprint(cfg, mode, sem, max_history, sequences),
@@ -172,9 +253,11 @@ def train_gr(
         seed=cfg.seed,
         stop_metric=stop_metric,
         best_extra={"spec": asdict(model.spec), "config": asdict(cfg)},
-        device=device,
+        device=runtime.device,
         log=log,
     )
+    outcome.runtime = runtime
+    return outcome
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> SeqToSID:

@@ -44,16 +44,3 @@ def training_windows(sequences: list[np.ndarray], max_len: int) -> tuple[np.ndar
     if not inputs:
         raise ValueError("no training pairs: every training sequence has fewer than 2 items")
     return np.stack(inputs), np.stack(targets)
-
-
-def length_bucketed_batches(inputs: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Batches of window indices with similar lengths, in random order.
-
-    Windows are sorted by length (random order among equal lengths), cut into
-    batches, and the batches shuffled; each batch can then be trimmed to its
-    longest window, which saves most of the encoder work on short sequences.
-    """
-    lengths = (inputs != 0).sum(axis=1)
-    order = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]

@@ -3,6 +3,7 @@ NDCG@10, ``last.pt`` every epoch, resume) is :func:`s2gr_core.models.training.fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict
@@ -11,14 +12,30 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
-from s2gr_core.models.common import pad_right, resolve_device, seed_everything, set_threads, top_k_items
-from s2gr_core.models.sasrec.data import IGNORE, length_bucketed_batches, training_windows
+from s2gr_core.models.common import (
+    crop_width,
+    decode_chunks,
+    length_bucketed_batches,
+    pad_right,
+    seed_everything,
+    shuffled_batches,
+    top_k_items,
+)
+from s2gr_core.models.runtime import Runtime, run_guarded, runtime_for
+from s2gr_core.models.sasrec.data import IGNORE, training_windows
 from s2gr_core.models.sasrec.model import SASRec
-from s2gr_core.models.training import NOT_FINGERPRINTED, EpochResult, LogFn, TrainOutcome, fit, stop_metric_for
+from s2gr_core.models.training import (
+    NOT_FINGERPRINTED,
+    EpochResult,
+    LogFn,
+    TrainOutcome,
+    fit,
+    run_batches,
+    stop_metric_for,
+)
 
 
 def fingerprint(cfg: SASRecConfig, n_items: int, max_len: int, sequences: list[np.ndarray]) -> str:
@@ -38,20 +55,29 @@ def predict(
     exclude_history: bool,
     batch_size: int,
     device: torch.device,
+    runtime: Runtime | None = None,
+    length_buckets: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``top_k`` items (U, K) and scores for each history, full ranking over the catalogue."""
+    """Top-``top_k`` items (U, K) and scores for each history, full ranking over the catalogue, in user order.
+
+    With ``length_buckets`` histories are scored shortest first, each chunk cropped to its longest
+    (right padding under a causal mask: the cropped columns were never attended to).
+    """
     model.eval()
-    items_out, scores_out = [], []
-    for start in range(0, len(histories), batch_size):
-        chunk = histories[start : start + batch_size]
-        tokens, lengths = pad_right(chunk, model.max_len)
-        tok = torch.from_numpy(tokens).to(device)
-        scores = model.scores(model.last_hidden(tok, torch.from_numpy(lengths).to(device)))
+    tokens, lengths = pad_right(histories, model.max_len)
+    items_out = np.zeros((len(histories), top_k), dtype=np.int64)
+    scores_out = np.zeros((len(histories), top_k), dtype=np.float32)
+    multiple = runtime.crop_multiple if runtime is not None else 1
+    for rows in decode_chunks(lengths, batch_size, length_buckets):
+        width = crop_width(int(lengths[rows].max()), model.max_len, multiple) if length_buckets else model.max_len
+        tok = torch.from_numpy(tokens[rows, :width]).to(device)
+        with runtime.autocast() if runtime is not None else contextlib.nullcontext():
+            scores = model.scores(model.last_hidden(tok, torch.from_numpy(lengths[rows]).to(device))).float()
         exclude = (tok - 1) if exclude_history else None  # padding becomes -1 = nothing
         items, top = top_k_items(scores, top_k, exclude)
-        items_out.append(items.cpu().numpy())
-        scores_out.append(top.float().cpu().numpy())
-    return np.concatenate(items_out), np.concatenate(scores_out)
+        items_out[rows] = items.cpu().numpy()
+        scores_out[rows] = top.cpu().numpy()
+    return items_out, scores_out
 
 
 def validation_metrics(
@@ -75,6 +101,65 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> SASRec:
     return model.to(device).eval()
 
 
+class SASRecTrainer:
+    """SASRec's training loop, one epoch at a time: the pipeline's and the benchmark's.
+
+    Windows live on the device; batches group windows of similar length (right padding: each is
+    cropped to its longest window) unless ``length_buckets`` is off. The full softmax runs only
+    where a target is counted: most positions of short windows are padding, and the (positions ×
+    catalogue) output layer dominates the cost.
+    """
+
+    def __init__(
+        self, cfg: SASRecConfig, train_sequences: list[np.ndarray], n_items: int, max_len: int, runtime: Runtime
+    ):
+        self.cfg, self.runtime = cfg, runtime
+        inputs, targets = training_windows(train_sequences, max_len)
+        self.lengths = (inputs != 0).sum(axis=1)
+        self.counted = (targets != IGNORE).sum(axis=1)
+        self.inputs = torch.from_numpy(inputs).to(runtime.device)
+        self.targets = torch.from_numpy(targets).to(runtime.device)
+        seed_everything(cfg.seed)
+        self.model = SASRec(n_items, max_len, cfg).to(runtime.device)
+        self.optim = runtime.adamw(self.model.parameters(), cfg.lr, cfg.weight_decay)
+        self.compiled = runtime.step(self.model, "sasrec encoder")
+
+    @property
+    def n_targets(self) -> int:
+        return int(self.counted.sum())
+
+    def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        width = self.inputs.shape[1]
+        if self.cfg.length_buckets:
+            width = crop_width(int(self.lengths[idx].max()), width, self.runtime.crop_multiple)
+        rows = torch.as_tensor(idx, device=self.runtime.device)
+        x, y = self.inputs[rows, :width], self.targets[rows, :width]
+        counted = y != IGNORE
+        encode = self.compiled or self.model
+
+        def body() -> torch.Tensor:
+            with self.runtime.autocast():
+                logits = self.model.scores(encode(x)[counted])
+            loss = F.cross_entropy(logits.float(), y[counted])
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss
+
+        loss = run_guarded(self.compiled, body)
+        self.optim.step()
+        return {"loss": loss}
+
+    def epoch(
+        self, epoch: int, rng: np.random.Generator, max_batches: int | None = None, progress: bool = True
+    ) -> EpochResult:
+        if self.cfg.length_buckets:
+            batches = length_bucketed_batches(self.lengths, self.cfg.batch_size, rng)
+        else:
+            batches = shuffled_batches(len(self.lengths), self.cfg.batch_size, rng)
+        count = lambda idx: int(self.counted[idx].sum())  # noqa: E731
+        return run_batches(batches[:max_batches], self.step, count, f"epoch {epoch}", progress)
+
+
 def train_sasrec(
     cfg: SASRecConfig,
     train_sequences: list[np.ndarray],
@@ -89,54 +174,31 @@ def train_sasrec(
     log: LogFn | None = None,
     progress: bool = True,
 ) -> TrainOutcome:
-    set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    stop_metric = stop_metric_for(ks)
-    inputs, targets = training_windows(train_sequences, max_len)
-    lengths = (inputs != 0).sum(axis=1)
-    n_targets = int((targets != IGNORE).sum())
-    fp = fingerprint(cfg, n_items, max_len, train_sequences)
+    runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
+    trainer = SASRecTrainer(cfg, train_sequences, n_items, max_len, runtime)
+    model = trainer.model
 
-    seed_everything(cfg.seed)
-    model = SASRec(n_items, max_len, cfg).to(device)
-    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    def validate() -> dict[str, float]:
+        items, _ = predict(
+            model, valid_histories, max(ks), exclude_history, inference_batch, runtime.device, runtime,
+            cfg.length_buckets,
+        )  # fmt: skip
+        return mean_metrics(per_user_metrics(target_ranks(items, valid_targets), ks))
 
-    def train_epoch(epoch: int, rng: np.random.Generator) -> EpochResult:
-        batches = length_bucketed_batches(inputs, cfg.batch_size, rng)
-        total, count = 0.0, 0
-        bar = tqdm(
-            batches, desc=f"epoch {epoch}", leave=False, mininterval=1.0, disable=None if progress else True
-        )  # None: shown on a terminal only
-        for b, idx in enumerate(bar):
-            width = int(lengths[idx].max())  # right padding: columns past the longest window are empty
-            x = torch.from_numpy(inputs[idx, :width]).to(device)
-            y = torch.from_numpy(targets[idx, :width]).to(device)
-            counted = y != IGNORE
-            # Full softmax only where a target is counted: most positions of short sequences are
-            # padding, and the (positions x catalogue) output layer dominates the cost.
-            logits = model.scores(model(x)[counted])
-            loss = F.cross_entropy(logits, y[counted])
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            if b % 20 == 0:
-                bar.set_postfix(loss=f"{total / count:.4f}")
-        return EpochResult({"loss": total / max(count, 1)}, n_targets)
-
-    return fit(
+    outcome = fit(
         model,
-        {"optim": optim},
-        train_epoch,
-        lambda: validation_metrics(model, valid_histories, valid_targets, ks, inference_batch, device, exclude_history),
+        {"optim": trainer.optim},
+        lambda epoch, rng: trainer.epoch(epoch, rng, progress=progress),
+        validate,
         ckpt_dir=ckpt_dir,
-        fingerprint=fp,
+        fingerprint=fingerprint(cfg, n_items, max_len, train_sequences),
         max_epochs=cfg.max_epochs,
         patience=cfg.patience,
         seed=cfg.seed,
-        stop_metric=stop_metric,
+        stop_metric=stop_metric_for(ks),
         best_extra={"config": asdict(cfg), "n_items": n_items, "max_len": max_len},
-        device=device,
+        device=runtime.device,
         log=log,
     )
+    outcome.runtime = runtime
+    return outcome
