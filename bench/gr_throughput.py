@@ -1,11 +1,27 @@
-"""Training and decoding throughput of TIGER vs S2GR at a given size, on a dataset's real SIDs.
+"""Training and decoding throughput of TIGER, S2GR and SASRec under each speed switch, in one run.
 
-    python bench/gr_throughput.py amazon-beauty --batches 20
-    python bench/gr_throughput.py amazon-beauty --device cuda --matmul-precision high --batches 50
+    python bench/gr_throughput.py amazon-beauty --batches 20 --users 4096
+    python bench/gr_throughput.py amazon-beauty --configs eager-fp32 buckets-bf16 --modes tiger s2gr
+    python bench/gr_throughput.py amazon-beauty --device cuda --matmul-precision high --batches 200
 
-Uses bench/work/<dataset>/ (run bench/semantic.py first for its SIDs). Times ``--batches``
-training steps and the decoding of ``--users`` validation users at beam 20, for one token
-per code and one token per item (``merge_codes``); writes bench/results/gr-throughput-<dataset>.md.
+What is timed is the pipeline's own code: ``GRTrainer.epoch`` / ``SASRecTrainer.epoch`` (gradient
+clipping, schedule, device-side loss sums and their reads included) for ``--batches`` batches of
+``--batch-size``, and the pipeline's ``predict`` of ``--users`` random validation users at beam 20
+in calls of ``--decode-batch`` users (params.yaml ``inference.batch_size``). Warm-up steps and
+decodes (every crop width, so compiled graphs exist) come first and are not timed.
+
+SIDs: the CoBa RQ-VAE SIDs of bench/configs/gr-amazon-beauty.yaml (built once into bench/work/ by
+the pipeline's own semantic stages, as bench/gr.py does); the model size is that config's ``model``
+(the paper's: 4+4 layers, d_model 128, 6 x 64 heads, FFN 1024), SASRec's is
+bench/configs/sasrec-<dataset>.yaml.
+
+FLOPs are counted with ``torch.utils.flop_counter`` on the batches that were timed (executed: what
+the config computes; useful: the same batches cropped to their longest history). Peak memory is the
+GPU allocator's peak, or on a CPU the process's resident high-water mark reset before each row.
+
+Writes bench/results/gr-throughput-<dataset>[-<device>].{json,md} (``{"rows": [{"mode",
+"merge_codes", "config", "train_samples_per_s", "decode_users_per_s", ...}]}``; ``config``
+names the switches, ``eager-fp32`` being the path without any) and one MLflow run in "s2gr-bench".
 """
 
 from __future__ import annotations
@@ -15,24 +31,37 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, device_label, prepare
+from common import RESULTS, ROOT, device_label, load_config, log_run, prepare  # noqa: I001  (sets up the env first)
 
-from s2gr_core.models.common import resolve_device
-from s2gr_core.models.gr.data import left_padded, sid_tensor, training_examples
-from s2gr_core.models.gr.decoding import recommend
-from s2gr_core.models.gr.losses import LossWeights, training_loss
-from s2gr_core.models.gr.model import GRSpec, SeqToSID
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from gr import build_sids, semantic_params
+from s2gr_core.models.gr.train import GRTrainer
+from s2gr_core.models.gr.train import predict as gr_predict
+from s2gr_core.models.runtime import Runtime, runtime_for
+from s2gr_core.models.sasrec.train import SASRecTrainer
+from s2gr_core.models.sasrec.train import predict as sasrec_predict
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.generative import load_semantic
 
-PAPER = {"d_model": 128, "heads": 6, "head_dim": 64, "ffn": 1024, "encoder_layers": 4, "decoder_layers": 4}
+# name -> the params.yaml switches it sets; "eager-fp32" is the path with none of them
+CONFIGS: dict[str, dict[str, Any]] = {
+    "eager-fp32": {"length_buckets": False, "precision": "fp32", "compile": False},
+    "buckets-fp32": {"length_buckets": True, "precision": "fp32", "compile": False},
+    "buckets-bf16": {"length_buckets": True, "precision": "bf16", "compile": False},
+    "buckets-fp32-compile": {"length_buckets": True, "precision": "fp32", "compile": True},
+    "buckets-bf16-compile": {"length_buckets": True, "precision": "bf16", "compile": True},
+}
+DEFAULT_CONFIGS = ["eager-fp32", "buckets-fp32", "buckets-bf16", "buckets-bf16-compile"]
+BEAM, TOP_K = 20, 10
 
 
 def sync(device: torch.device) -> None:
@@ -41,112 +70,315 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_seconds(
-    model: SeqToSID,
-    opt: torch.optim.Optimizer,
-    weights: LossWeights,
-    centroids: torch.Tensor,
-    clusters: torch.Tensor,
-    batch: Callable[[], tuple[torch.Tensor, torch.Tensor]],
-    n: int,
-    device: torch.device,
-) -> float:
-    """Seconds for ``n`` training steps on batches drawn by ``batch()``."""
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:  # Linux: "5" resets the resident high-water mark (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+
+
+def counted_flops(fn: Callable[[], Any]) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def one_per_width(batches: list[np.ndarray], width: Callable[[np.ndarray], int]) -> dict[int, np.ndarray]:
+    """The first batch of each crop width (warm-up: every compiled shape; FLOPs: one count each)."""
+    found: dict[int, np.ndarray] = {}
+    for idx in batches:
+        found.setdefault(width(idx), idx)
+    return found
+
+
+Decode = Callable[[np.ndarray, int, Runtime], Any]  # (rows of the decoded users, users per call, runtime)
+
+
+class Bench:
+    """One model under one config: its trainer, and its pipeline decoding call."""
+
+    def __init__(self, trainer: GRTrainer | SASRecTrainer, decode: Decode):
+        self.trainer, self.decode = trainer, decode
+
+    def width(self, idx: np.ndarray, crop: bool | None = None) -> int:
+        return int(self.trainer.batch(idx, crop)[0].shape[1])
+
+    def train_flops(self, batches: list[np.ndarray], crop: bool | None) -> float:
+        """FLOPs of forward + backward on ``batches``: counted once per width on the batch's 32 longest
+        examples (same crop), scaled by batch size."""
+        trainer, lengths = self.trainer, self.trainer.lengths
+        per_sample = {}
+        for w, idx in one_per_width(batches, lambda b: self.width(b, crop)).items():
+            probe = idx[np.argsort(lengths[idx], kind="stable")[-32:]]
+            per_sample[w] = counted_flops(lambda p=probe: loss_of(trainer, p, crop).backward()) / len(probe)
+        trainer.optim.zero_grad(set_to_none=True)
+        return sum(len(b) * per_sample[self.width(b, crop)] for b in batches)
+
+
+def loss_of(trainer: GRTrainer | SASRecTrainer, idx: np.ndarray, crop: bool | None) -> torch.Tensor:
+    if isinstance(trainer, GRTrainer):
+        return trainer.losses(*trainer.batch(idx, crop))["loss"]
+    return trainer.loss(*trainer.batch(idx, crop))
+
+
+def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict[str, float]:
+    """Train and decode rates, FLOPs and peak memory of one model under one config."""
+    trainer = bench.trainer
+    runtime, device = trainer.runtime, trainer.runtime.device
+    trainer.model.train()
+    timed = trainer.batches(np.random.default_rng(args.seed))[: args.batches]  # what epoch() draws below
+    warm = one_per_width(trainer.batches(np.random.default_rng(args.seed + 1)), bench.width)
+    for idx in list(warm.values())[: None if trainer.runtime.compile else 2]:
+        trainer.step(idx)
     sync(device)
+    reset_peak(device)
     started = time.perf_counter()
-    for _ in range(n):
-        hist, target = batch()
-        loss = training_loss(model, hist, target, weights, centroids, clusters)["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    result = trainer.epoch(1, np.random.default_rng(args.seed), max_batches=args.batches, progress=False)
     sync(device)
-    return time.perf_counter() - started
+    train_s = time.perf_counter() - started
+    train_peak = peak_mb(device)
+    # useful: the same examples regrouped by length and cropped, i.e. with no padding left to compute
+    by_length = np.concatenate(timed)[np.argsort(trainer.lengths[np.concatenate(timed)], kind="stable")]
+    size = trainer.cfg.batch_size
+    regrouped = [by_length[i : i + size] for i in range(0, len(by_length), size)]
+    executed, useful = bench.train_flops(timed, None), bench.train_flops(regrouped, True)
+    trainer.model.eval()
+    order = np.argsort(lengths, kind="stable")
+    bench.decode(order[:: max(1, len(order) // 64)], 16, runtime)  # warm-up: short to long chunks
+    if runtime.compile:
+        bench.decode(order[: args.decode_batch], args.decode_batch, runtime)
+    sync(device)
+    reset_peak(device)
+    started = time.perf_counter()
+    bench.decode(np.arange(len(lengths)), args.decode_batch, runtime)
+    sync(device)
+    decode_s = time.perf_counter() - started
+    users = len(lengths)
+    sub = order[:: args.flop_stride]  # every k-th user by length: the same mix of crops, eagerly
+    eager = replace(runtime, compile=False)
+    decode_flops = counted_flops(lambda: bench.decode(sub, max(1, args.decode_batch // args.flop_stride), eager))
+    decode_flops *= users / len(sub)
+    return {
+        "train_samples_per_s": result.samples / train_s,
+        "decode_users_per_s": users / decode_s,
+        "train_gflop_per_sample": executed / 1e9 / result.samples,
+        "train_gflops": executed / 1e9 / train_s,
+        "train_useful_gflops": useful / 1e9 / train_s,
+        "train_fraction_of_peak": executed / 1e9 / train_s / args.peak_gflops,
+        "decode_gflop_per_user": decode_flops / 1e9 / users,
+        "decode_gflops": decode_flops / 1e9 / decode_s,
+        "decode_fraction_of_peak": decode_flops / 1e9 / decode_s / args.peak_gflops,
+        "train_peak_memory_mb": train_peak,
+        "decode_peak_memory_mb": peak_mb(device),
+        "train_loss": result.losses["loss"],
+        "train_seconds": train_s,
+        "decode_seconds": decode_s,
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset")
-    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=20, help="timed training batches per row")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--users", type=int, default=256)
+    parser.add_argument("--users", type=int, default=4096, help="validation users decoded per row (random)")
+    parser.add_argument("--decode-batch", type=int, help="users per decoding call (default: inference.batch_size)")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=DEFAULT_CONFIGS)
+    parser.add_argument("--modes", nargs="+", choices=["tiger", "s2gr", "sasrec"], default=["tiger", "s2gr", "sasrec"])
+    parser.add_argument(
+        "--merge-codes", choices=["false", "true", "both"], default="false", help="GR encoder tokens: per code or item"
+    )
     parser.add_argument("--device", default="auto", help="auto (a GPU when one is visible), cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--matmul-precision", default="highest", help="torch.set_float32_matmul_precision (high: TF32)")
+    parser.add_argument(
+        "--peak-gflops",
+        type=float,
+        default=195.0,
+        help="the device's fp32 peak, for the fraction of peak (default: this project's 2-core CPU, ≈195)",
+    )
+    parser.add_argument("--flop-stride", type=int, default=16, help="decoding FLOPs are counted on every k-th user")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gr-config", type=Path, default=ROOT / "bench" / "configs" / "gr-amazon-beauty.yaml")
+    parser.add_argument("--tag", default="", help="suffix of the result files")
+    parser.add_argument("--no-mlflow", action="store_true", help="write the result files only")
     args = parser.parse_args()
-    device = resolve_device(args.device)
     torch.set_float32_matmul_precision(args.matmul_precision)
-    work, _ = prepare(args.dataset)
+
+    gr_config = load_config(args.gr_config, [], "model")
+    if gr_config["dataset"] != args.dataset:
+        raise SystemExit(f"--gr-config {args.gr_config} is for {gr_config['dataset']}, not {args.dataset}")
+    sasrec_path = ROOT / "bench" / "configs" / f"sasrec-{args.dataset}.yaml"
+    sasrec_config = load_config(sasrec_path, [], "sasrec")["sasrec"] if sasrec_path.is_file() else {}
+    work, params = prepare(args.dataset)
+    if {"tiger", "s2gr"} & set(args.modes):
+        build_sids(gr_config)
     n_items = int(json.loads((work / "metrics" / "data.json").read_text())["items"])
-    sem = load_semantic(work / "data" / "sids", n_items, device)
-    centroids, clusters = sem.centroids.to(device), sem.cluster_of_code.to(device)
-    _, sequences = load_train(str(work / "data" / "split" / "train.parquet"))
-    hist_items, targets = training_examples(sequences, 20)
-    _, valid_hist, _ = load_eval(str(work / "data" / "split" / "valid.parquet"))
-    rng = np.random.default_rng(0)
+    train_users, sequences = load_train(str(work / "data" / "split" / "train.parquet"))
+    valid_users, valid_hist, _ = load_eval(str(work / "data" / "split" / "valid.parquet"))
+    pick = np.sort(np.random.default_rng(args.seed).permutation(len(valid_hist))[: args.users])
+    users, histories = valid_users[pick], [valid_hist[i] for i in pick]
+    decode_batch = args.decode_batch or params.inference.batch_size
+    args.decode_batch = decode_batch
+    max_history = params.split.max_history
+    sem = load_semantic(work / "data" / "sids", n_items) if {"tiger", "s2gr"} & set(args.modes) else None
+    merges = {"false": [False], "true": [True], "both": [False, True]}[args.merge_codes]
+    common = {"batch_size": args.batch_size, "device": args.device, "threads": args.threads}
+
     rows = []
-    for merge in (False, True):
-        for mode in ("tiger", "s2gr"):
-            spec = GRSpec(
-                vocab=tuple(int(v) for v in sem.sids.max(0) + 1),
-                max_history=20,
-                dropout=0.1,
-                mode=mode,
-                merge_codes=merge,
-                cluster_dim=int(sem.centroids.shape[-1]),
-                **PAPER,
-            )
-            torch.manual_seed(0)
-            model = SeqToSID(spec).to(device)
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-            weights = LossWeights(0.1, 1.0, 1.0, 0.5) if mode == "s2gr" else LossWeights(1.0, 0.0, 0.0, 0.0)
+    for mode in args.modes:
+        for merge in merges if mode != "sasrec" else [None]:
+            for name in args.configs:
+                switches = CONFIGS[name]
+                if mode == "sasrec":
+                    cfg = replace(params.sasrec, **{**sasrec_config, **common, **switches})
+                    runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
+                    trainer: GRTrainer | SASRecTrainer = SASRecTrainer(cfg, sequences, n_items, max_history, runtime)
+                    decode = sasrec_decoder(trainer, histories, cfg.length_buckets)
+                else:
+                    model = {**gr_config["model"], "merge_codes": merge, "max_epochs": 1}
+                    cfg = replace(getattr(params, mode), **{**model, **common, **switches})
+                    runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
+                    trainer = GRTrainer(cfg, mode, sem, train_users, sequences, max_history, runtime)
+                    decode = gr_decoder(trainer, sem, users, histories, cfg.length_buckets)
+                row = {"mode": mode, "merge_codes": merge, "config": name, **switches}
+                row["precision_used"] = runtime.precision
+                row.update(measure(Bench(trainer, decode), args, np.array([len(h) for h in histories])))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                del trainer, decode
 
-            def batch() -> tuple[torch.Tensor, torch.Tensor]:
-                idx = rng.integers(0, len(targets), args.batch_size)
-                hist = sid_tensor(hist_items[idx], sem.sids, device)
-                return hist, torch.as_tensor(sem.sids[targets[idx]], device=device)
-
-            step = (model, opt, weights, centroids, clusters)
-            train_seconds(*step, batch, 2, device)  # warm-up: allocator, kernels
-            train_rate = args.batches * args.batch_size / train_seconds(*step, batch, args.batches, device)
-            hist = sid_tensor(left_padded(valid_hist[: args.users], 20), sem.sids, device)
-            model.eval()
-            with torch.no_grad():
-                recommend(model, hist[:128], sem.tables, beam=20)  # warm-up
-                sync(device)
-                started = time.perf_counter()
-                for start in range(0, len(hist), 128):
-                    recommend(model, hist[start : start + 128], sem.tables, beam=20)
-                sync(device)
-            decode_rate = len(hist) / (time.perf_counter() - started)
-            rows.append(
-                {
-                    "mode": mode,
-                    "merge_codes": merge,
-                    "train_samples_per_s": train_rate,
-                    "decode_users_per_s": decode_rate,
-                    "parameters": sum(p.numel() for p in model.parameters()),
-                }
-            )
-            print(rows[-1], flush=True)
-    lines = [
-        f"# TIGER vs S2GR throughput on {args.dataset} (paper size: 4+4 layers, d_model 128, 6 x 64 heads, "
-        f"FFN 1024; {device_label(str(device))}, {torch.get_num_threads()} threads, "
-        f"matmul precision {args.matmul_precision})",
-        "",
-        "| mode | encoder tokens | train samples/s | decode users/s (beam 20) | parameters |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        tokens = "20 (one per item)" if r["merge_codes"] else f"{20 * sem.sids.shape[1]} (one per code)"
-        lines.append(
-            f"| {r['mode']} | {tokens} | {r['train_samples_per_s']:.0f} | {r['decode_users_per_s']:.1f} | "
-            f"{r['parameters']:,} |"
-        )
+    device = runtime.device
+    report = {
+        "dataset": args.dataset,
+        "device": device_label(str(device)),
+        "threads": runtime.threads,
+        "runtime": runtime.tags(),
+        "sids": describe_sids(sem, gr_config, args.gr_config) if sem is not None else None,
+        "gr_config": str(args.gr_config),
+        "model": {k: gr_config["model"][k] for k in MODEL_SHAPE},
+        "batch_size": args.batch_size,
+        "batches": args.batches,
+        "users": len(histories),
+        "decode_batch": decode_batch,
+        "beam": BEAM,
+        "peak_gflops": args.peak_gflops,
+        "matmul_precision": args.matmul_precision,
+        "rows": rows,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    suffix = "" if device.type == "cpu" else f"-{device.type}"
-    (RESULTS / f"gr-throughput-{args.dataset}{suffix}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    suffix = ("" if device.type == "cpu" else f"-{device.type}") + (f"-{args.tag}" if args.tag else "")
+    stem = RESULTS / f"gr-throughput-{args.dataset}{suffix}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    stem.with_suffix(".md").write_text(table)
+    print(table)
+    if not args.no_mlflow:
+        log_to_mlflow(report, [stem.with_suffix(".json"), stem.with_suffix(".md")])
     return 0
+
+
+def gr_decoder(trainer: GRTrainer, sem: Any, users: np.ndarray, histories: list[np.ndarray], buckets: bool) -> Decode:
+    def decode(rows: np.ndarray, batch: int, runtime: Runtime) -> Any:
+        hist = [histories[i] for i in rows]
+        return gr_predict(trainer.model, hist, users[rows], sem, BEAM, TOP_K, batch, runtime.device, runtime, buckets)
+
+    return decode
+
+
+def sasrec_decoder(trainer: SASRecTrainer, histories: list[np.ndarray], buckets: bool) -> Decode:
+    def decode(rows: np.ndarray, batch: int, runtime: Runtime) -> Any:
+        hist = [histories[i] for i in rows]
+        return sasrec_predict(trainer.model, hist, TOP_K, False, batch, runtime.device, runtime, buckets)
+
+    return decode
+
+
+MODEL_SHAPE = ("encoder_layers", "decoder_layers", "d_model", "heads", "head_dim", "ffn")
+
+
+def describe_sids(sem: Any, gr_config: dict, config_path: Path) -> dict:
+    """Which SIDs the GR rows used: the codebook section they were built with, and their shape."""
+    codebook = semantic_params(gr_config)[1].codebook
+    return {
+        "source": f"bench/work/{gr_config['dataset']}/data/sids, the semantic section of {config_path.name}",
+        "codebook": {
+            k: getattr(codebook, k) for k in ("tokenizer", "levels", "codebook_size", "latent_dim", "load_balance")
+        },
+        "positions": int(sem.sids.shape[1]),
+        "vocab": [int(v) for v in sem.sids.max(axis=0) + 1],
+        "cluster_dim": int(sem.centroids.shape[-1]),
+    }
+
+
+def markdown(report: dict) -> str:
+    rows, sids = report["rows"], report["sids"]
+    sid_text = (
+        f"{sids['codebook'].get('tokenizer', '?')} SIDs, vocab {sids['vocab']}, cluster dim {sids['cluster_dim']}"
+        if sids
+        else "no SIDs"
+    )
+    lines = [
+        f"# Training and decoding throughput on {report['dataset']}: {report['device']}, {report['threads']} threads",
+        "",
+        f"Batch {report['batch_size']} x {report['batches']} timed batches; decoding {report['users']} validation "
+        f"users at beam {report['beam']} in calls of {report['decode_batch']}; {sid_text}; GR model of "
+        f"{Path(report['gr_config']).name} {report['model']}. Fraction of peak: executed FLOPs / "
+        f"{report['peak_gflops']:.0f} GFLOP/s. CPU peak memory is the resident high-water mark, so it includes "
+        "memory the allocator kept from earlier rows.",
+        "",
+        "| mode | tokens | config | train samples/s | x eager | decode users/s | x eager | train GFLOP/s "
+        "(useful) | % peak | decode GFLOP/s | peak MB (train/decode) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = {(r["mode"], r["merge_codes"]): r for r in rows if r["config"] == "eager-fp32"}
+    for r in rows:
+        b = base.get((r["mode"], r["merge_codes"]))
+        tokens = "-" if r["merge_codes"] is None else ("per item" if r["merge_codes"] else "per code")
+        gain_t = f"{r['train_samples_per_s'] / b['train_samples_per_s']:.2f}" if b else "-"
+        gain_d = f"{r['decode_users_per_s'] / b['decode_users_per_s']:.2f}" if b else "-"
+        lines.append(
+            f"| {r['mode']} | {tokens} | {r['config']} | {r['train_samples_per_s']:.0f} | {gain_t} | "
+            f"{r['decode_users_per_s']:.0f} | {gain_d} | {r['train_gflops']:.0f} ({r['train_useful_gflops']:.0f}) | "
+            f"{100 * r['train_fraction_of_peak']:.0f} | {r['decode_gflops']:.0f} | "
+            f"{r['train_peak_memory_mb']:.0f} / {r['decode_peak_memory_mb']:.0f} |"
+        )
+    ratios = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        for merge in dict.fromkeys(r["merge_codes"] for r in rows if r["merge_codes"] is not None):
+            pair = {r["mode"]: r for r in rows if r["config"] == config and r["merge_codes"] == merge}
+            if {"tiger", "s2gr"} <= set(pair):
+                t, s = pair["tiger"], pair["s2gr"]
+                ratios.append(
+                    f"| {config} | {'per item' if merge else 'per code'} | "
+                    f"{t['train_samples_per_s'] / s['train_samples_per_s']:.2f} | "
+                    f"{t['decode_users_per_s'] / s['decode_users_per_s']:.2f} |"
+                )
+    if ratios:
+        lines += ["", "| config | tokens | S2GR/TIGER train time | S2GR/TIGER decode time |", "|---|---|---|---|"]
+        lines += ratios
+    return "\n".join(lines) + "\n"
+
+
+def log_to_mlflow(report: dict, artifacts: list[Path]) -> None:
+    metrics = {
+        f"{r['mode']}{'' if r['merge_codes'] is None else ('.item' if r['merge_codes'] else '.code')}."
+        f"{r['config']}.{key}": r[key]
+        for r in report["rows"]
+        for key in ("train_samples_per_s", "decode_users_per_s", "train_gflops", "train_peak_memory_mb")
+    }
+    params = {k: report[k] for k in ("batch_size", "batches", "users", "decode_batch", "beam", "threads")}
+    tags = {"bench": "gr_throughput", "dataset": report["dataset"], "device": report["device"], **report["runtime"]}
+    run_id = log_run(f"gr-throughput-{report['dataset']}", tags, metrics, params, artifacts)
+    print(f"MLflow run {run_id} (experiment s2gr-bench)")
 
 
 if __name__ == "__main__":

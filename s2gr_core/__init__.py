@@ -3,15 +3,31 @@
 No Prefect, MLflow or DVC imports here: every stage is a typed function that reads
 its declared inputs and writes its declared outputs atomically (see ``stages``).
 
-Importing the package sets ``OMP_WAIT_POLICY=PASSIVE`` (unless the user set it) before torch
-loads its OpenMP runtime: idle OpenMP threads then sleep instead of spinning. With spinning
-threads, two 2-thread training processes on 2 cores each ran 5.3x slower than one alone
-(6.4 s vs 1.2 s per step); with sleeping threads 1.4x, in proportion to the CPU lost.
-Alone, the cost is within noise (bench/results: see the README's thread-policy section).
+Importing the package bounds OpenMP's spin-waiting before torch loads its OpenMP runtime
+(GNU libgomp, which reads its environment once, at load): ``GOMP_SPINCOUNT=3000``, unless the
+user set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``. An idle OpenMP thread then spins a few
+microseconds before it sleeps, instead of up to 300,000 spins by default. ``bench/contention.py``
+on the ``make run`` TIGER step (ms/step, 2 cores): OpenMP's default 105 alone, 352-463 next to
+a busy process, 654-1,660 for each of two trainings; ``GOMP_SPINCOUNT=3000`` 110 alone, 217 next
+to a busy process, 223 each for two trainings (in proportion to the CPU lost);
+``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) resists contention as well but costs 37% alone on
+small models (144: no faster than one thread). See the README's thread-policy paragraph.
 """
 
 import os
+import sys
+import warnings
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+SPIN_COUNT = "3000"
+
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    if "torch" in sys.modules:
+        warnings.warn(
+            "torch was imported before s2gr_core, so its OpenMP runtime keeps the default spin-waiting "
+            f"(GOMP_SPINCOUNT={SPIN_COUNT} takes effect only before torch loads): under CPU contention "
+            "training may slow down several-fold; import s2gr_core first or set GOMP_SPINCOUNT yourself",
+            stacklevel=2,
+        )
 
 __version__ = "0.1.0"

@@ -79,3 +79,61 @@ def test_training_and_decoding_import_without_faiss(module: str) -> None:
     code = f"import sys; sys.modules['faiss'] = None; import {module}; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("buckets", [False, True])
+def test_throughput_rows_time_the_trainer_and_count_the_flops_it_ran(buckets: bool, params, sid_root: Path) -> None:
+    """bench/gr_throughput.py on a tiny TIGER: rates, FLOPs (executed vs useful), peak memory."""
+    import argparse
+    import dataclasses
+
+    import gr_throughput as bench
+    import numpy as np
+    import torch
+
+    from s2gr_core.models.gr.train import GRTrainer
+    from s2gr_core.models.runtime import Runtime
+    from s2gr_core.split import load_eval, load_train
+    from s2gr_core.stages.generative import load_semantic
+
+    sem = load_semantic(sid_root / "data" / "sids", 40)
+    users, sequences = load_train(str(sid_root / "data" / "split" / "train.parquet"))
+    valid_users, histories, _ = load_eval(str(sid_root / "data" / "split" / "valid.parquet"))
+    small = {"batch_size": 16, "encoder_layers": 1, "decoder_layers": 1, "length_buckets": buckets}
+    cfg = dataclasses.replace(params.tiger, threads=1, merge_codes=False, **small)
+    trainer = GRTrainer(cfg, "tiger", sem, users, sequences, 20, Runtime(torch.device("cpu"), "fp32", False, 1, ""))
+    decode = bench.gr_decoder(trainer, sem, valid_users, histories, buckets)
+    args = argparse.Namespace(seed=0, batches=3, decode_batch=8, flop_stride=2, peak_gflops=100.0)
+    row = bench.measure(bench.Bench(trainer, decode), args, np.array([len(h) for h in histories]))
+    assert row["train_samples_per_s"] > 0 and row["decode_users_per_s"] > 0
+    assert row["train_peak_memory_mb"] > 0 and row["decode_gflop_per_user"] > 0
+    assert row["train_fraction_of_peak"] == pytest.approx(row["train_gflops"] / 100.0)
+    if buckets:  # cropped batches: every executed FLOP is useful
+        assert row["train_useful_gflops"] == pytest.approx(row["train_gflops"])
+    else:  # full windows: the padding's FLOPs are executed but not useful
+        assert row["train_useful_gflops"] < row["train_gflops"]
+    table = bench.markdown(
+        {
+            "rows": [{**row, "mode": "tiger", "merge_codes": False, "config": "eager-fp32"}],
+            "sids": None,
+            **{"dataset": "fixture", "device": "cpu", "threads": 1, "batch_size": 16, "batches": 3},
+            **{"users": len(histories), "beam": 20, "decode_batch": 8, "peak_gflops": 100.0},
+            **{"gr_config": "bench/configs/gr-ml-100k.yaml", "model": {"d_model": 64}},
+        }
+    )
+    assert "| tiger | per code | eager-fp32 |" in table
+    assert "GR model of gr-ml-100k.yaml {'d_model': 64}" in table
+
+
+def test_contention_table_compares_each_process_with_its_policy_and_the_fastest_alone() -> None:
+    import contention
+
+    rows = [
+        {"policy": "default", "scenario": "alone", "threads": 2, "ms_per_step": [100.0]},
+        {"policy": "default", "scenario": "two trainings", "threads": 2, "ms_per_step": [400.0, 500.0]},
+        {"policy": "PASSIVE", "scenario": "alone", "threads": 2, "ms_per_step": [150.0]},
+        {"policy": "PASSIVE", "scenario": "busy neighbour", "threads": 2, "ms_per_step": [180.0]},
+    ]
+    table = contention.markdown({"dataset": "ml-100k", "device": "cpu", "steps": 4, "batch_size": 8, "rows": rows})
+    assert "| default | two trainings | 2 | 400 / 500 | 4.0 / 5.0 | 4.0 / 5.0 |" in table
+    assert "| PASSIVE | busy neighbour | 2 | 180 | 1.2 | 1.8 |" in table

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from s2gr_core.models.gr.model import SeqToSID
 from s2gr_core.models.gr.train import GRTrainer, build_spec, predict
 from s2gr_core.models.runtime import CompiledStep, LossSums, Runtime, cpu_bf16, effective_precision, run_guarded
 from s2gr_core.models.sasrec import SASRec
+from s2gr_core.models.sasrec.train import SASRecTrainer
 from s2gr_core.models.sasrec.train import predict as sasrec_predict
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.generative import load_semantic
@@ -165,6 +169,17 @@ def test_a_failing_compilation_warns_once_and_runs_eagerly(monkeypatch: pytest.M
         assert run_guarded(step, lambda: step(torch.tensor(4.0))) == 8
 
 
+def assert_compiled_step_matches_eager(compiled: GRTrainer | SASRecTrainer, eager: GRTrainer | SASRecTrainer) -> None:
+    """One training step on the same first batch: compiled without falling back, same loss."""
+    batch = eager.batches(np.random.default_rng(0))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to eager would warn: fail instead
+        loss_c = compiled.step(batch)["loss"]
+    loss_e = eager.step(batch)["loss"]
+    assert compiled.compiled is not None and compiled.compiled.failure is None
+    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
+
+
 def test_compiled_training_and_decoding_match_eager_on_cpu(params: Params, sid_root: Path) -> None:
     """The path a GPU takes with CUDA graphs, compiled here with the CPU backend."""
     sem = load_semantic(sid_root / "data" / "sids", 40)
@@ -174,19 +189,21 @@ def test_compiled_training_and_decoding_match_eager_on_cpu(params: Params, sid_r
     compiled = GRTrainer(
         dataclasses.replace(cfg, compile=True), "tiger", sem, users, sequences, 20, runtime(compile=True)
     )
-    batch = eager.batches(np.random.default_rng(0))[0]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a fallback to eager would warn: fail instead
-        loss_c = compiled.step(batch)["loss"]
-    loss_e = eager.step(batch)["loss"]
-    assert compiled.compiled is not None and compiled.compiled.failure is None
-    torch.testing.assert_close(loss_c, loss_e, rtol=1e-4, atol=1e-5)
+    assert_compiled_step_matches_eager(compiled, eager)
     for a, b in zip(compiled.model.parameters(), eager.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     test_users, histories, _ = load_eval(str(sid_root / "data" / "split" / "test.parquet"))
     items_c, _ = predict(compiled.model, histories, test_users, sem, 20, 10, 64, CPU, runtime(compile=True))
     items_e, _ = predict(eager.model, histories, test_users, sem, 20, 10, 64, CPU, runtime())
     assert np.mean(items_c == items_e) > 0.9
+
+
+def test_compiled_sasrec_training_matches_eager_on_cpu() -> None:
+    train, _, _ = cyclic_data(40, n_items=12, length=10)
+    cfg = dataclasses.replace(SASREC_TINY, batch_size=16, dropout=0.0)
+    eager = SASRecTrainer(cfg, train, 12, 8, runtime())
+    compiled = SASRecTrainer(dataclasses.replace(cfg, compile=True), train, 12, 8, runtime(compile=True))
+    assert_compiled_step_matches_eager(compiled, eager)
 
 
 @pytest.mark.parametrize(
@@ -200,3 +217,30 @@ def test_compiled_training_and_decoding_match_eager_on_cpu(params: Params, sid_r
 def test_speed_switches_are_validated(section: str, key: str, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         params_from_dict(repo_params(**{section: {key: value}}))
+
+
+def _import_s2gr_core(code: str, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    return subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "GOMP_SPINCOUNT=3000"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "OMP_WAIT_POLICY=PASSIVE"),
+        ({"GOMP_SPINCOUNT": "INFINITY"}, "GOMP_SPINCOUNT=INFINITY"),
+    ],
+)
+def test_importing_the_library_bounds_openmp_spinning_unless_the_user_chose(env: dict, expected: str) -> None:
+    code = "import s2gr_core; from s2gr_core.models.runtime import wait_policy; print(wait_policy())"
+    done = _import_s2gr_core(code, **env)
+    assert done.stdout.strip() == expected
+    assert "warn" not in done.stderr.lower()
+
+
+def test_torch_loaded_before_the_library_is_reported() -> None:
+    done = _import_s2gr_core("import torch, s2gr_core")
+    assert "torch was imported before s2gr_core" in done.stderr

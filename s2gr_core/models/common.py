@@ -49,6 +49,27 @@ def shuffled_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, by_length: bool, drop_last: bool = False
+) -> list[np.ndarray]:
+    """One epoch's batches of example indices: length-bucketed or plainly shuffled.
+
+    ``drop_last`` leaves out the one partial batch (compiled steps then see one batch size, and a
+    CUDA graph is never re-recorded for it); with length buckets it holds the longest histories,
+    drawn at random among equal lengths, so a different handful of examples sits out each epoch.
+
+    >>> [len(b) for b in epoch_batches(np.array([3, 1, 2, 1, 5]), 2, np.random.default_rng(0), True, True)]
+    [2, 2]
+    """
+    if by_length:
+        batches = length_bucketed_batches(lengths, batch_size, rng)
+    else:
+        batches = shuffled_batches(len(lengths), batch_size, rng)
+    if drop_last and len(batches) > 1:
+        batches = [b for b in batches if len(b) == batch_size]
+    return batches
+
+
 def crop_width(longest: int, limit: int, multiple: int = 1) -> int:
     """Columns a batch keeps: its longest example rounded up to ``multiple`` (a small fixed set of
     shapes for compiled steps), at least 1, at most ``limit``.

@@ -73,7 +73,7 @@ class CompiledStep:
         self.failure: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        fn = self.compiled or self.eager
+        fn = self.compiled if self.compiled is not None else self.eager  # a compiled module has no truth value
         return fn(*args, **kwargs)
 
     @contextlib.contextmanager
@@ -139,8 +139,14 @@ class Runtime:
             "precision_note": self.note,
             "compile": str(self.compile),
             "threads": str(self.threads),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+            "omp_wait_policy": wait_policy(),
         }
+
+
+def wait_policy() -> str:
+    """How idle OpenMP threads wait, as set in the environment (see ``s2gr_core.__init__``)."""
+    set_ = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ]
+    return ", ".join(set_) or "OpenMP default"
 
 
 def runtime_for(device: str, threads: int, precision: Precision, compile: bool) -> Runtime:
@@ -150,8 +156,7 @@ def runtime_for(device: str, threads: int, precision: Precision, compile: bool) 
     chosen, note = effective_precision(precision, dev)
     if chosen != precision:
         warnings.warn(note, stacklevel=2)
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
-    print(f"runtime: {dev}, {used} threads (OpenMP wait policy {policy}), {note}, compile {compile}", flush=True)
+    print(f"runtime: {dev}, {used} threads (OpenMP waits: {wait_policy()}), {note}, compile {compile}", flush=True)
     return Runtime(dev, chosen, compile, used, note)
 
 

@@ -18,9 +18,8 @@ from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_
 from s2gr_core.models.common import (
     crop_width,
     decode_chunks,
-    length_bucketed_batches,
+    epoch_batches,
     seed_everything,
-    shuffled_batches,
 )
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.data import left_padded, sid_table, training_examples
@@ -128,6 +127,7 @@ class GRTrainer:
     history when ``length_buckets`` is on, run under the runtime's precision (and compiled step),
     clipped to norm 1, stepped by fused AdamW and the warm-up + cosine schedule. Loss terms are
     summed on the device and read every ``log_every`` batches (the progress bar) and at the end.
+    A compiled run leaves out the epoch's one partial batch (see :func:`epoch_batches`).
     """
 
     def __init__(
@@ -176,21 +176,23 @@ class GRTrainer:
         return len(self.targets)
 
     def batches(self, rng: np.random.Generator) -> list[np.ndarray]:
-        if self.cfg.length_buckets:
-            return length_bucketed_batches(self.lengths, self.cfg.batch_size, rng)
-        return shuffled_batches(self.examples, self.cfg.batch_size, rng)
+        return epoch_batches(self.lengths, self.cfg.batch_size, rng, self.cfg.length_buckets, self.runtime.compile)
+
+    def batch(self, idx: np.ndarray, crop: bool | None = None) -> tuple[torch.Tensor, ...]:
+        """(history (B, H', P), target (B, P), users (B,) or None) of the examples ``idx``, gathered on
+        the device; H' is the batch's longest history when cropping (default: ``length_buckets``)."""
+        width = self.history.shape[1]
+        if self.cfg.length_buckets if crop is None else crop:
+            width = crop_width(int(self.lengths[idx].max()), width, self.runtime.crop_multiple)
+        rows = torch.as_tensor(idx, device=self.runtime.device)
+        hist = self.sids[self.history[rows, self.history.shape[1] - width :]]
+        return hist, self.sids[self.targets[rows] + 1], self.users[rows] if self.cfg.user_buckets else None
 
     def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """One optimiser step on the examples ``idx``; the loss terms stay on the device."""
-        cfg, device = self.cfg, self.runtime.device
-        width = self.history.shape[1]
-        if cfg.length_buckets:
-            width = crop_width(int(self.lengths[idx].max()), width, self.runtime.crop_multiple)
-        rows = torch.as_tensor(idx, device=device)
-        hist = self.sids[self.history[rows, self.history.shape[1] - width :]]
-        target = self.sids[self.targets[rows] + 1]
-        users = self.users[rows] if cfg.user_buckets else None
-        losses = self.compiled or self.losses
+        device = self.runtime.device
+        hist, target, users = self.batch(idx)
+        losses = self.compiled if self.compiled is not None else self.losses
 
         def body() -> dict[str, torch.Tensor]:
             if self.compiled is not None and device.type == "cuda":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,10 +19,9 @@ from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_
 from s2gr_core.models.common import (
     crop_width,
     decode_chunks,
-    length_bucketed_batches,
+    epoch_batches,
     pad_right,
     seed_everything,
-    shuffled_batches,
     top_k_items,
 )
 from s2gr_core.models.runtime import Runtime, run_guarded, runtime_for
@@ -128,19 +128,33 @@ class SASRecTrainer:
     def n_targets(self) -> int:
         return int(self.counted.sum())
 
-    def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    def batch(self, idx: np.ndarray, crop: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), both (B, W), of the windows ``idx`` on the device; W is the longest
+        window when cropping (default: ``length_buckets``)."""
         width = self.inputs.shape[1]
-        if self.cfg.length_buckets:
+        if self.cfg.length_buckets if crop is None else crop:
             width = crop_width(int(self.lengths[idx].max()), width, self.runtime.crop_multiple)
         rows = torch.as_tensor(idx, device=self.runtime.device)
-        x, y = self.inputs[rows, :width], self.targets[rows, :width]
+        return self.inputs[rows, :width], self.targets[rows, :width]
+
+    def loss(
+        self, x: torch.Tensor, y: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Full-softmax cross-entropy of the counted positions of one batch."""
         counted = y != IGNORE
-        encode = self.compiled or self.model
+        with self.runtime.autocast():
+            logits = self.model.scores((self.model if encode is None else encode)(x)[counted])
+        return F.cross_entropy(logits.float(), y[counted])
+
+    def batches(self, rng: np.random.Generator) -> list[np.ndarray]:
+        """One epoch's batches of window indices, drawn from ``rng``."""
+        return epoch_batches(self.lengths, self.cfg.batch_size, rng, self.cfg.length_buckets, self.runtime.compile)
+
+    def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        x, y = self.batch(idx)
 
         def body() -> torch.Tensor:
-            with self.runtime.autocast():
-                logits = self.model.scores(encode(x)[counted])
-            loss = F.cross_entropy(logits.float(), y[counted])
+            loss = self.loss(x, y, self.compiled)
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
             return loss
@@ -152,12 +166,8 @@ class SASRecTrainer:
     def epoch(
         self, epoch: int, rng: np.random.Generator, max_batches: int | None = None, progress: bool = True
     ) -> EpochResult:
-        if self.cfg.length_buckets:
-            batches = length_bucketed_batches(self.lengths, self.cfg.batch_size, rng)
-        else:
-            batches = shuffled_batches(len(self.lengths), self.cfg.batch_size, rng)
         count = lambda idx: int(self.counted[idx].sum())  # noqa: E731
-        return run_batches(batches[:max_batches], self.step, count, f"epoch {epoch}", progress)
+        return run_batches(self.batches(rng)[:max_batches], self.step, count, f"epoch {epoch}", progress)
 
 
 def train_sasrec(
