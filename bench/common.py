@@ -217,11 +217,11 @@ def run_parallel(
 
 def last_epoch(checkpoint: Path) -> int:
     """The epoch a stopped run's ``last.pt`` holds (0 when it never finished an epoch)."""
-    import torch
+    from s2gr_core.io import load_torch
 
     if not checkpoint.is_file():
         return 0
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"])
+    return int(load_torch(checkpoint)["epoch"])
 
 
 def run_all(runs: Sequence[Run], jobs: int, deadline_minutes: float | None) -> list[dict]:

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -45,6 +46,25 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+def save_torch(obj: Any, target: str | Path) -> None:
+    """``torch.save`` of ``obj`` (tensors, containers, plain Python values), atomically."""
+    import torch  # here, not at import: most stages never touch torch
+
+    with atomic_path(target) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
+    """What :func:`save_torch` wrote, unpickled with ``weights_only=True``: tensors, containers
+    and plain values only, so a crafted file cannot run code when it is loaded."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path}: not a checkpoint of plain tensors and values ({err})") from err
 
 
 def write_parquet(table: pd.DataFrame | pa.Table, target: str | Path, schema: pa.Schema | None = None) -> None:

@@ -16,6 +16,7 @@ import torch
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
+from s2gr_core.io import load_torch
 from s2gr_core.models.common import length_bucketed_batches
 from s2gr_core.models.sasrec import SASRec, train_sasrec
 from s2gr_core.models.sasrec.data import IGNORE, training_windows
@@ -134,7 +135,7 @@ def test_resume_after_a_hard_kill(tmp_path: Path, capsys: pytest.CaptureFixture[
     killed_after = None
     while time.time() < deadline and proc.poll() is None:
         if (ckpt / "last.pt").is_file():
-            epoch = torch.load(ckpt / "last.pt", weights_only=False)["epoch"]
+            epoch = load_torch(ckpt / "last.pt")["epoch"]
             if epoch >= 2:
                 os.killpg(proc.pid, signal.SIGKILL)  # mid-training, no chance to clean up
                 killed_after = epoch
@@ -142,7 +143,7 @@ def test_resume_after_a_hard_kill(tmp_path: Path, capsys: pytest.CaptureFixture[
         time.sleep(0.05)
     proc.wait()
     assert killed_after is not None, f"training never reached epoch 2:\n{proc.stdout.read() if proc.stdout else ''}"
-    saved = torch.load(ckpt / "last.pt", weights_only=False)
+    saved = load_torch(ckpt / "last.pt")
     assert not saved["finished"]
 
     train, valid, _ = cyclic_data(3000, n_items=50, length=30)

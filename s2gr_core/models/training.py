@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from s2gr_core.io import atomic_path
+from s2gr_core.io import load_torch, save_torch
 from s2gr_core.models.common import peak_memory_mb
 from s2gr_core.models.runtime import LossSums, Runtime
 
@@ -82,11 +82,6 @@ def run_batches(
     return EpochResult(sums.means(), seen)
 
 
-def save(obj: object, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def fit(
     model: nn.Module,
     stateful: dict[str, Any],
@@ -113,7 +108,7 @@ def fit(
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     if last_path.is_file():
-        state = torch.load(last_path, map_location=device, weights_only=False)
+        state = load_torch(last_path, device)
         if state.get("fingerprint") == fingerprint and "stateful" in state and not state.get("finished"):
             model.load_state_dict(state["model"])
             for name, obj in stateful.items():
@@ -136,7 +131,7 @@ def fit(
         improved = valid[stop_metric] > best
         if improved:
             best, best_epoch, bad_epochs = valid[stop_metric], epoch, 0
-            save({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, best_path)
+            save_torch({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, best_path)
         else:
             bad_epochs += 1
         row = {
@@ -154,7 +149,7 @@ def fit(
             f"{'  *' if improved else ''}  ({epoch_seconds:.1f}s)",
             flush=True,
         )
-        save(
+        save_torch(
             {
                 "model": model.state_dict(),
                 "stateful": {name: obj.state_dict() for name, obj in stateful.items()},
@@ -173,10 +168,10 @@ def fit(
 
     if not best_path.is_file():
         raise RuntimeError(f"{ckpt_dir}: no best checkpoint was written (max_epochs={max_epochs})")
-    final = torch.load(last_path, map_location=device, weights_only=False)
+    final = load_torch(last_path, device)
     final["finished"] = True
-    save(final, last_path)
-    best_state = torch.load(best_path, map_location=device, weights_only=False)
+    save_torch(final, last_path)
+    best_state = load_torch(best_path, device)
     model.load_state_dict(best_state["model"])
     model.eval()
     # Over the whole history, so a resumed run (even one resumed only to finish) reports every epoch.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from s2gr_core.config import CodebookConfig
-from s2gr_core.io import atomic_path
+from s2gr_core.io import load_torch, save_torch
 from s2gr_core.models.common import resolve_device, seed_everything, set_threads
 from s2gr_core.semantic.quantize import collision_stats, level_reconstruction, usage_stats
 from s2gr_core.semantic.rqvae import RQVAE, Balance, TrainSettings, relative_error, train_rqvae
@@ -61,12 +61,11 @@ class Codebook:
             "state": self.state,
             "config": config,
         }
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        save_torch(payload, path)
 
 
 def load_codebook(path: Path) -> Codebook:
-    raw = torch.load(path, map_location="cpu", weights_only=False)
+    raw = load_torch(path)
     return Codebook(
         tokenizer=raw["tokenizer"],
         codebooks=raw["codebooks"].numpy(),

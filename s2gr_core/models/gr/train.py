@@ -15,6 +15,7 @@ import torch
 
 from s2gr_core.config import GRConfig, S2GRConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
+from s2gr_core.io import load_torch
 from s2gr_core.models.common import (
     crop_width,
     decode_chunks,
@@ -264,7 +265,7 @@ def train_gr(
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> SeqToSID:
     """Rebuild a trained model from ``best.pt``."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_torch(path, device)
     spec = state["spec"]
     model = SeqToSID(GRSpec(**{**spec, "vocab": tuple(spec["vocab"])}))
     model.load_state_dict(state["model"])

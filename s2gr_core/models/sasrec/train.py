@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
+from s2gr_core.io import load_torch
 from s2gr_core.models.common import (
     crop_width,
     decode_chunks,
@@ -95,7 +96,7 @@ def validation_metrics(
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> SASRec:
     """Rebuild a trained SASRec from ``best.pt``."""
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_torch(path, device)
     model = SASRec(state["n_items"], state["max_len"], SASRecConfig(**state["config"]))
     model.load_state_dict(state["model"])
     return model.to(device).eval()
