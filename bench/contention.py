@@ -31,8 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# s2gr_core imports no torch: a worker still sets its OpenMP policy before torch loads
+from s2gr_core import SPIN_COUNT
+
 SCENARIOS = ("alone", "busy neighbour", "two trainings")
-SPIN_COUNT = "3000"  # s2gr_core.SPIN_COUNT (not imported here: that would set the policy in this process)
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -46,7 +48,7 @@ def worker(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     import numpy as np
-    import torch  # noqa: F401  (OpenMP reads the policy now, before s2gr_core could set its own)
+    import torch  # noqa: F401  (OpenMP reads the policy now; s2gr_core then leaves it as it is)
     import yaml
     from common import ROOT, prepare
 

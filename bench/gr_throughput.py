@@ -44,6 +44,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from gr import build_sids, semantic_params
+from s2gr_core.models.common import peak_memory_mb, reset_peak_memory
 from s2gr_core.models.gr.train import GRTrainer
 from s2gr_core.models.gr.train import predict as gr_predict
 from s2gr_core.models.runtime import Runtime, runtime_for
@@ -62,26 +63,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 DEFAULT_CONFIGS = ["eager-fp32", "buckets-fp32", "buckets-bf16", "buckets-bf16-compile"]
 BEAM, TOP_K = 20, 10
+MODEL_SHAPE = ("encoder_layers", "decoder_layers", "d_model", "heads", "head_dim", "ffn")  # reported
 
 
 def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer reads the work and not its launch."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    else:  # Linux: "5" resets the resident high-water mark (VmHWM) of this process
-        Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    status = Path("/proc/self/status").read_text()
-    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
 
 
 def counted_flops(fn: Callable[[], Any]) -> float:
@@ -117,15 +105,10 @@ class Bench:
         per_sample = {}
         for w, idx in one_per_width(batches, lambda b: self.width(b, crop)).items():
             probe = idx[np.argsort(lengths[idx], kind="stable")[-32:]]
-            per_sample[w] = counted_flops(lambda p=probe: loss_of(trainer, p, crop).backward()) / len(probe)
+            backward = lambda p=probe: trainer.losses(*trainer.batch(p, crop))["loss"].backward()  # noqa: E731
+            per_sample[w] = counted_flops(backward) / len(probe)
         trainer.optim.zero_grad(set_to_none=True)
         return sum(len(b) * per_sample[self.width(b, crop)] for b in batches)
-
-
-def loss_of(trainer: GRTrainer | SASRecTrainer, idx: np.ndarray, crop: bool | None) -> torch.Tensor:
-    if isinstance(trainer, GRTrainer):
-        return trainer.losses(*trainer.batch(idx, crop))["loss"]
-    return trainer.loss(*trainer.batch(idx, crop))
 
 
 def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict[str, float]:
@@ -138,12 +121,12 @@ def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict
     for idx in list(warm.values())[: None if trainer.runtime.compile else 2]:
         trainer.step(idx)
     sync(device)
-    reset_peak(device)
+    reset_peak_memory(device)
     started = time.perf_counter()
     result = trainer.epoch(1, np.random.default_rng(args.seed), max_batches=args.batches, progress=False)
     sync(device)
     train_s = time.perf_counter() - started
-    train_peak = peak_mb(device)
+    train_peak = peak_memory_mb(device)
     # useful: the same examples regrouped by length and cropped, i.e. with no padding left to compute
     by_length = np.concatenate(timed)[np.argsort(trainer.lengths[np.concatenate(timed)], kind="stable")]
     size = trainer.cfg.batch_size
@@ -155,7 +138,7 @@ def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict
     if runtime.compile:
         bench.decode(order[: args.decode_batch], args.decode_batch, runtime)
     sync(device)
-    reset_peak(device)
+    reset_peak_memory(device)
     started = time.perf_counter()
     bench.decode(np.arange(len(lengths)), args.decode_batch, runtime)
     sync(device)
@@ -176,7 +159,7 @@ def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict
         "decode_gflops": decode_flops / 1e9 / decode_s,
         "decode_fraction_of_peak": decode_flops / 1e9 / decode_s / args.peak_gflops,
         "train_peak_memory_mb": train_peak,
-        "decode_peak_memory_mb": peak_mb(device),
+        "decode_peak_memory_mb": peak_memory_mb(device),
         "train_loss": result.losses["loss"],
         "train_seconds": train_s,
         "decode_seconds": decode_s,
@@ -300,9 +283,6 @@ def sasrec_decoder(trainer: SASRecTrainer, histories: list[np.ndarray], buckets:
         return sasrec_predict(trainer.model, hist, TOP_K, False, batch, runtime.device, runtime, buckets)
 
     return decode
-
-
-MODEL_SHAPE = ("encoder_layers", "decoder_layers", "d_model", "heads", "head_dim", "ffn")
 
 
 def describe_sids(sem: Any, gr_config: dict, config_path: Path) -> dict:

@@ -21,8 +21,9 @@ import warnings
 SPIN_COUNT = "3000"
 
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
-    if "torch" in sys.modules:
+    if "torch" not in sys.modules:
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    else:  # too late to take effect: leave the environment telling the truth (runs log it)
         warnings.warn(
             "torch was imported before s2gr_core, so its OpenMP runtime keeps the default spin-waiting "
             f"(GOMP_SPINCOUNT={SPIN_COUNT} takes effect only before torch loads): under CPU contention "

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from s2gr_core.config import ConfigError, Params, params_from_dict
+from s2gr_core.models.common import peak_memory_mb, reset_peak_memory
 from s2gr_core.models.gr.data import left_padded, sid_tensor
 from s2gr_core.models.gr.model import SeqToSID
 from s2gr_core.models.gr.train import GRTrainer, build_spec, predict
@@ -244,3 +245,14 @@ def test_importing_the_library_bounds_openmp_spinning_unless_the_user_chose(env:
 def test_torch_loaded_before_the_library_is_reported() -> None:
     done = _import_s2gr_core("import torch, s2gr_core")
     assert "torch was imported before s2gr_core" in done.stderr
+
+
+def test_the_cpu_peak_memory_can_be_reset_between_measurements() -> None:
+    reset_peak_memory(CPU)
+    before = peak_memory_mb(CPU)
+    block = np.ones(50 * 2**20 // 8)  # 50 MiB, touched
+    grown = peak_memory_mb(CPU)
+    del block
+    reset_peak_memory(CPU)
+    assert grown - before > 40
+    assert peak_memory_mb(CPU) < grown - 40

@@ -6,6 +6,7 @@ import os
 import random
 import resource
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -139,8 +140,24 @@ def top_k_items(scores: torch.Tensor, k: int, exclude: torch.Tensor | None = Non
     return top_items.gather(1, by_score), top_scores.gather(1, by_score)
 
 
+PROC_SELF = Path("/proc/self")
+
+
 def peak_memory_mb(device: torch.device) -> float:
+    """The GPU allocator's peak, or the process's resident high-water mark (since
+    :func:`reset_peak_memory` where the kernel can reset it)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    if (PROC_SELF / "status").is_file():  # Linux: VmHWM, in kB; unlike ru_maxrss it can be reset
+        status = (PROC_SELF / "status").read_text().splitlines()
+        return int(next(line.split()[1] for line in status if line.startswith("VmHWM"))) / 2**10
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start :func:`peak_memory_mb` afresh (GPU; Linux CPU: "5" in clear_refs resets VmHWM)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    elif (PROC_SELF / "clear_refs").exists():
+        (PROC_SELF / "clear_refs").write_text("5")

@@ -138,14 +138,15 @@ class SASRecTrainer:
         rows = torch.as_tensor(idx, device=self.runtime.device)
         return self.inputs[rows, :width], self.targets[rows, :width]
 
-    def loss(
+    def losses(
         self, x: torch.Tensor, y: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Full-softmax cross-entropy of the counted positions of one batch."""
+    ) -> dict[str, torch.Tensor]:
+        """``{"loss"}``: full-softmax cross-entropy of the counted positions of one batch (the
+        loss-terms dict of ``GRTrainer.losses``, with one term)."""
         counted = y != IGNORE
         with self.runtime.autocast():
             logits = self.model.scores((self.model if encode is None else encode)(x)[counted])
-        return F.cross_entropy(logits.float(), y[counted])
+        return {"loss": F.cross_entropy(logits.float(), y[counted])}
 
     def batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch's batches of window indices, drawn from ``rng``."""
@@ -155,7 +156,7 @@ class SASRecTrainer:
         x, y = self.batch(idx)
 
         def body() -> torch.Tensor:
-            loss = self.loss(x, y, self.compiled)
+            loss = self.losses(x, y, self.compiled)["loss"]
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
             return loss
