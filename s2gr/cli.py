@@ -188,6 +188,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from s2gr_core.config import load_params
+    from s2gr_core.io import load_torch
     from s2gr_core.models.gr.explain import explain
     from s2gr_core.models.gr.train import load_model
     from s2gr_core.split import load_eval, load_train
@@ -211,13 +212,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     popularity = np.bincount(np.concatenate(sequences), minlength=len(items))
     sem = load_semantic(root / "data" / "sids", len(items))
     model = load_model(best)
+    space = str(load_torch(best)["config"].get("align_space", "projection"))  # as the model was trained
     history = histories[int(np.flatnonzero(users == user_id)[0])]
-    result = explain(model, sem, history, popularity, params.s2gr.beam, top_k=10)
+    result = explain(model, sem, history, popularity, params.s2gr.beam, top_k=10, space=space)
     title = items["title"].fillna("(no title)").tolist()
     print(f"user {args.user} — history (oldest first, test split):")
     for item in result.history:
         print(f"  - {title[item]}")
-    print("thinking, level by level (nearest code cluster of each thinking vector):")
+    print(f"thinking, level by level (nearest code cluster of each thinking vector, {space} space):")
     for t in result.thoughts:
         shown = "; ".join(title[i] for i in t.examples)
         print(f"  t{t.level}: cluster {t.cluster} (cos {t.similarity:.2f}), e.g. {shown}")

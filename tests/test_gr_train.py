@@ -99,6 +99,10 @@ def test_stage_writes_valid_prediction_lists(mode: str, params: Params, sid_root
         assert lists.items.shape == (len(split_users), params.inference.top_k)
     metrics = json.loads((sid_root / "metrics" / f"train_{mode}.json").read_text())
     assert metrics["epochs_run"] >= 1
+    # the best epoch's validation signals: the SID NLL is the sum of the per-position CEs
+    ces = [metrics[f"best_valid_ce_{n}"] for n in ("s1", "s2", "s3", "dedup")]
+    assert metrics["best_valid_sid_nll"] == pytest.approx(sum(ces), abs=1e-4) and min(ces) >= 0
+    assert ("best_valid_cluster_acc_l1" in metrics) == (mode == "s2gr")
     evaluated = get_stage(f"evaluate_{mode}").run(params, sid_root)
     assert 0.0 <= evaluated.metrics["test.ndcg_at_10"] <= 1.0
 
@@ -118,3 +122,7 @@ def test_explain_prints_history_thoughts_and_titles_for_a_known_user(params: Par
         codes = sem.sids[t.examples, t.level - 1]
         assert all(int(sem.cluster_of_code[t.level - 1, c]) == t.cluster for c in codes)
     assert len(set(result.top)) == 10 and all(0 <= i < 40 for i in result.top)
+    # in the model's own space the thoughts are read against cluster means of its code embeddings
+    own = explain(model, sem, histories[0], np.ones(40), beam=params.s2gr.beam, top_k=10, space="input_codes")
+    assert own.top == result.top and [t.level for t in own.thoughts] == [t.level for t in result.thoughts]
+    assert all(-1.0 <= t.similarity <= 1.0 for t in own.thoughts)

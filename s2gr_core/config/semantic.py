@@ -110,6 +110,10 @@ class SidsConfig:
         "K_c: coarse clusters per level, by k-means over that level's codewords (the S2GR reasoning targets)."
     )
     seed: int = _help("Seed of the cluster k-means.")
+    cluster_metric: Literal["euclidean", "cosine"] = _help(
+        "Geometry of the clusters: 'euclidean' k-means, or 'cosine' (spherical k-means on unit codewords, "
+        "the geometry L_Align scores by)."
+    )
 
     def __post_init__(self) -> None:
         require(self.clusters >= 2, "sids.clusters", f"must be >= 2, got {self.clusters}")

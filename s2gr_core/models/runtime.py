@@ -129,8 +129,9 @@ class Runtime:
         """``fn`` compiled (with eager fallback) when the run compiles, else None (call ``fn`` itself)."""
         return CompiledStep(fn, name, self.device, dynamic) if self.compile else None
 
-    def adamw(self, params: Any, lr: float, weight_decay: float) -> torch.optim.AdamW:
-        """AdamW with the fused kernel (one launch for all parameters; CPU and CUDA)."""
+    def adamw(self, params: Any, lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+        """AdamW with the fused kernel (one launch for all parameters; CPU and CUDA). ``params`` may be
+        parameter groups, each with its own weight decay."""
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
     def tags(self) -> dict[str, str]:

@@ -10,11 +10,19 @@ import numpy as np
 import torch
 
 
-def kmeans(points: np.ndarray, k: int, seed: int, niter: int = 25) -> tuple[np.ndarray, np.ndarray]:
-    """faiss k-means: (N, d) -> centroids (k, d) float32 and the assignment (N,) int64."""
+def kmeans(
+    points: np.ndarray, k: int, seed: int, niter: int = 25, spherical: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """faiss k-means: (N, d) -> centroids (k, d) float32 and the assignment (N,) int64.
+
+    ``spherical``: k-means of the unit-normalised points with unit centroids, each point assigned
+    to the centroid of highest cosine (the geometry of a cosine score).
+    """
     import faiss  # only where codes are fitted: model training and decoding run without faiss installed
 
     points = np.ascontiguousarray(points, dtype=np.float32)
+    if spherical:
+        points = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
     if len(points) < k:
         raise ValueError(f"k-means needs at least k={k} points, got {len(points)}")
     km = faiss.Kmeans(
@@ -25,6 +33,7 @@ def kmeans(points: np.ndarray, k: int, seed: int, niter: int = 25) -> tuple[np.n
         verbose=False,
         min_points_per_centroid=1,
         max_points_per_centroid=100_000,
+        spherical=spherical,
     )
     km.train(points)
     _, assign = km.index.search(points, 1)

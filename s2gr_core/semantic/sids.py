@@ -112,14 +112,34 @@ class SidTrie:
             return cls(vocab, [data[f"children_{i}"] for i in range(len(vocab))])
 
 
-def code_clusters(codebooks: np.ndarray, n_clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """k-means over each level's codewords: (L, K, d) -> cluster of every code (L, K), centroids (L, K_c, d)."""
+def code_clusters(
+    codebooks: np.ndarray, n_clusters: int, seed: int, metric: str = "euclidean"
+) -> tuple[np.ndarray, np.ndarray]:
+    """k-means over each level's codewords: (L, K, d) -> cluster of every code (L, K), centroids (L, K_c, d).
+
+    ``metric='cosine'``: spherical k-means (unit centroids, assignment by cosine), so every code's
+    cluster is the one L_Align's cosine score ranks first.
+    """
     assign, centroids = [], []
     for level, book in enumerate(codebooks):
-        c, a = kmeans(book, n_clusters, seed + level)
+        c, a = kmeans(book, n_clusters, seed + level, spherical=metric == "cosine")
         centroids.append(c)
         assign.append(a)
     return np.stack(assign), np.stack(centroids)
+
+
+def cosine_mismatch(codebooks: np.ndarray, assign: np.ndarray, centroids: np.ndarray) -> float:
+    """Share of codewords whose highest-cosine centroid is not their own cluster's: (L, K, d),
+    (L, K), (L, K_c, d) -> [0, 1]. 0 for spherical clusters; what Euclidean clusters cost a cosine score.
+
+    >>> books = np.array([[[1.0, 0.0], [10.0, 1.0]]])
+    >>> cosine_mismatch(books, np.array([[0, 1]]), np.array([[[0.0, 1.0], [10.0, 1.0]]]))
+    0.5
+    """
+    unit = codebooks / np.maximum(np.linalg.norm(codebooks, axis=-1, keepdims=True), 1e-12)
+    cents = centroids / np.maximum(np.linalg.norm(centroids, axis=-1, keepdims=True), 1e-12)
+    best = np.einsum("lkd,lcd->lkc", unit, cents).argmax(-1)
+    return float((best != assign).mean())
 
 
 def load_sids(path: Path, n_items: int) -> np.ndarray:

@@ -61,6 +61,8 @@ def publish(
         "inference_users_per_s": round(n_users / max(decode_seconds, 1e-9), 1),
         "peak_memory_mb": round(outcome.peak_memory_mb, 1),
         "parameters": sum(p.numel() for p in outcome.model.parameters()),
+        # every validation signal of the best epoch (GR: SID NLL, per-position CE, reasoning accuracy)
+        **{f"best_valid_{k}": round(float(v), 6) for k, v in outcome.best_valid.items() if k != "ndcg_at_10"},
     }
     write_json(summary, metrics)
     write_json(outcome.history, model_dir / "history.json")

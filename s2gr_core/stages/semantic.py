@@ -18,7 +18,14 @@ from s2gr_core.semantic.codebook import fit_codebook, load_codebook, usage_plot
 from s2gr_core.semantic.embed import EmbeddingError, encode, fingerprint, load_embeddings, render_texts
 from s2gr_core.semantic.graph import cooccurrence, graph_stats, normalise, smooth
 from s2gr_core.semantic.quantize import collision_stats
-from s2gr_core.semantic.sids import SidTrie, changed_share, code_clusters, deduplicate, load_sids
+from s2gr_core.semantic.sids import (
+    SidTrie,
+    changed_share,
+    code_clusters,
+    cosine_mismatch,
+    deduplicate,
+    load_sids,
+)
 from s2gr_core.split import load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 
@@ -179,7 +186,9 @@ def sids_stage(params: Params, *, model_dir: Path, items: Path, sids: Path, metr
     if not np.array_equal(trie.lookup(ids), np.arange(n_items)):
         raise StageFailed("decoding tables do not map every SID back to its item")
     try:
-        assign, centroids = code_clusters(book.codebooks, params.sids.clusters, params.sids.seed)
+        assign, centroids = code_clusters(
+            book.codebooks, params.sids.clusters, params.sids.seed, params.sids.cluster_metric
+        )
     except ValueError as exc:
         raise StageFailed(f"sids.clusters: {exc}") from exc
     try:  # the previous run's SIDs, when there is one for the same catalogue
@@ -208,6 +217,7 @@ def sids_stage(params: Params, *, model_dir: Path, items: Path, sids: Path, metr
         "clusters_per_level": params.sids.clusters,
         "codes_per_cluster_min": int(sizes.min()),
         "codes_per_cluster_max": int(sizes.max()),
+        "cluster_cosine_mismatch": round(cosine_mismatch(book.codebooks, assign, centroids), 4),
         "seconds": round(time.time() - started, 3),
     }
     if changed is not None:

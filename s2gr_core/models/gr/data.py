@@ -11,8 +11,12 @@ ids and turned into SID tensors per batch (``sid_table`` indexed on the device),
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
+
+from s2gr_core.models.common import crop_width, decode_chunks
 
 
 def left_padded(sequences: list[np.ndarray], max_history: int) -> np.ndarray:
@@ -53,3 +57,31 @@ def sid_table(sids: np.ndarray, device: torch.device | str = "cpu") -> torch.Ten
 def sid_tensor(items: np.ndarray, sids: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """Item ids (..., H) with -1 padding -> SIDs (..., H, P) with -1 rows for padding."""
     return sid_table(sids, device)[torch.as_tensor(items + 1, device=device)]
+
+
+def eval_batches(
+    histories: list[np.ndarray],
+    users: np.ndarray,
+    sids: torch.Tensor,
+    max_history: int,
+    batch_size: int,
+    device: torch.device,
+    multiple: int = 1,
+    length_buckets: bool = True,
+    with_users: bool = False,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor | None]]:
+    """(rows, history SIDs (b, H', P), users (b,) or None) per chunk of evaluation users.
+
+    ``sids`` is :func:`sid_table`'s table on ``device``. With ``length_buckets`` users come shortest
+    history first and each chunk is cropped to its longest history (rounded up to ``multiple``);
+    position ids count from the right, so the model computes what the padded chunk gives. The
+    caller writes results back at ``rows``, so its output stays in user order.
+    """
+    padded = left_padded(histories, max_history)
+    lengths = (padded >= 0).sum(axis=1)
+    for rows in decode_chunks(lengths, batch_size, length_buckets):
+        width = padded.shape[1]
+        if length_buckets:
+            width = crop_width(int(lengths[rows].max()), width, multiple)
+        hist = sids[torch.as_tensor(padded[rows, padded.shape[1] - width :] + 1, device=device)]
+        yield rows, hist, torch.as_tensor(users[rows], device=device) if with_users else None

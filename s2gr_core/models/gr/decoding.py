@@ -60,9 +60,9 @@ def make_step(model: SeqToSID, decode_steps: DecodeSteps | None = None):
             if spec.reasoning_first:
                 if position == 0:  # all thinking vectors first, chained
                     for level in range(spec.levels):
-                        h = advance(h + model.level_pos[level], cache)
+                        h = advance(model.thought(h, level), cache)
             elif position < spec.levels:  # think about level `position`, inside the same beam
-                h = advance(h + model.level_pos[position], cache)
+                h = advance(model.thought(h, position), cache)
         # scores add up over positions: fp32 whatever the precision of the model's matmuls
         return F.log_softmax(model.logits(position, h).float(), dim=-1), cache
 

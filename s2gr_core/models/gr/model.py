@@ -42,6 +42,17 @@ class GRSpec:
     user_buckets: int = 0  # 0 = no user token
     reasoning_first: bool = False
     cluster_dim: int = 0  # C, size of the cluster centroids (s2gr)
+    level_pos_init: float = 0.02  # std of p_l at init
+    thought_position: bool = True  # the step position embedding on thinking inputs too
+    thought_dropout: bool = True  # dropout on thinking inputs
+    thought_detach: bool = False  # t_l = sg(h) + p_l
+
+    @property
+    def thought_steps(self) -> tuple[int, ...]:
+        """Decoder steps whose input is a thinking vector (s2gr): 1, 3, 5 … or 1 … L (reasoning first)."""
+        if self.mode != "s2gr":
+            return ()
+        return tuple(range(1, 1 + self.levels)) if self.reasoning_first else tuple(range(1, 2 * self.levels, 2))
 
     @property
     def positions(self) -> int:
@@ -80,8 +91,12 @@ class SeqToSID(nn.Module):
         self.dec_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, total, bias=False)
         self.drop = nn.Dropout(spec.dropout)
+        think = torch.zeros(steps, 1, dtype=torch.bool)
+        think[list(spec.thought_steps)] = True
+        self.register_buffer("thought_rows", think, persistent=False)  # (steps, 1): True = thinking input
+        self.plain_thoughts = spec.thought_position and spec.thought_dropout  # thoughts treated like codes
         if spec.mode == "s2gr":
-            self.level_pos = nn.Parameter(torch.randn(spec.levels, d) * 0.02)  # p_l
+            self.level_pos = nn.Parameter(torch.randn(spec.levels, d) * spec.level_pos_init)  # p_l
             self.align = nn.ModuleList(nn.Linear(d, spec.cluster_dim) for _ in range(spec.levels))
             self.interest = nn.ModuleList(DecoderLayer(spec.dims) for _ in range(max(1, spec.decoder_layers // 2)))
             self.interest_query = nn.Parameter(torch.randn(d) * 0.02)
@@ -139,10 +154,24 @@ class SeqToSID(nn.Module):
         N is users or users × beams (the memory is per user: beams share it). The new steps
         attend to the cached ones and causally to each other, and are appended to the cache.
         """
-        h = self.drop(x + self.dec_pos.weight[step : step + x.shape[1]])
+        h = self.step_inputs(x, step)
         for i, layer in enumerate(self.decoder):
             h = layer(h, cache["memory_kv"][i], cache["mask"], past=cache["self_kv"][i])
         return self.dec_norm(h)
+
+    def step_inputs(self, x: torch.Tensor, step: int) -> torch.Tensor:
+        """Decoder inputs x (N, T, D) of steps ``step`` … as the first layer sees them: plus the step
+        position embedding, then dropout; thinking inputs skip either when the spec says so."""
+        pos = self.dec_pos.weight[step : step + x.shape[1]]
+        if self.plain_thoughts:
+            return self.drop(x + pos)
+        think = self.thought_rows[step : step + x.shape[1]]  # (T, 1)
+        h = x + (pos if self.spec.thought_position else pos.masked_fill(think, 0.0))
+        return self.drop(h) if self.spec.thought_dropout else torch.where(think, h, self.drop(h))
+
+    def thought(self, h: torch.Tensor, level: int) -> torch.Tensor:
+        """t_l from the previous decoder output h (N, D): h + p_l, h under stop-gradient with thought_detach."""
+        return (h.detach() if self.spec.thought_detach else h) + self.level_pos[level]
 
     @property
     def decoder_steps(self) -> int:
@@ -190,7 +219,7 @@ class SeqToSID(nn.Module):
         if self.spec.reasoning_first:  # BOS, t1 … t_L chained; then s1 … s_L in one pass
             h = self.decode_step(bos, 0, cache)
             for level in range(self.spec.levels):
-                thoughts.append(h + self.level_pos[level])
+                thoughts.append(self.thought(h, level))
                 h = self.decode_step(thoughts[-1], 1 + level, cache)
             out = self.decode_steps(torch.stack(codes, 1), 1 + self.spec.levels, cache)
             predictors = [h, *out.unbind(1)]
@@ -198,7 +227,7 @@ class SeqToSID(nn.Module):
             h = self.decode_step(bos, 0, cache)
             predictors = []
             for level in range(self.spec.levels):
-                thoughts.append(h + self.level_pos[level])
+                thoughts.append(self.thought(h, level))
                 out = self.decode_steps(torch.stack([thoughts[-1], codes[level]], 1), 1 + 2 * level, cache)
                 predictors.append(out[:, 0])
                 h = out[:, 1]

@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -16,15 +17,11 @@ import torch
 from s2gr_core.config import GRConfig, S2GRConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
 from s2gr_core.io import load_torch
-from s2gr_core.models.common import (
-    crop_width,
-    decode_chunks,
-    epoch_batches,
-    seed_everything,
-)
+from s2gr_core.models.common import crop_width, epoch_batches, seed_everything
 from s2gr_core.models.gr.beam import DecodingTables
-from s2gr_core.models.gr.data import left_padded, sid_table, training_examples
+from s2gr_core.models.gr.data import eval_batches, sid_table, training_examples
 from s2gr_core.models.gr.decoding import Decoder
+from s2gr_core.models.gr.diagnostics import validation_signals
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
 from s2gr_core.models.runtime import Runtime, run_guarded, runtime_for
@@ -63,15 +60,76 @@ def build_spec(cfg: GRConfig, mode: Literal["tiger", "s2gr"], sem: Semantic, max
         mode=mode,
         merge_codes=cfg.merge_codes,
         user_buckets=cfg.user_buckets,
-        reasoning_first=isinstance(cfg, S2GRConfig) and cfg.reasoning_first,
         cluster_dim=int(sem.centroids.shape[-1]),
+        **(
+            {
+                "reasoning_first": cfg.reasoning_first,
+                "level_pos_init": cfg.level_pos_init,
+                "thought_position": cfg.thought_position,
+                "thought_dropout": cfg.thought_dropout,
+                "thought_detach": cfg.thought_detach,
+            }
+            if isinstance(cfg, S2GRConfig)
+            else {}
+        ),
     )
 
 
 def loss_weights(cfg: GRConfig) -> LossWeights:
     if isinstance(cfg, S2GRConfig):
-        return LossWeights(cfg.tau, cfg.align_weight, cfg.interest_weight, cfg.reg_weight)
-    return LossWeights(1.0, 0.0, 0.0, 0.0)
+        return LossWeights(
+            cfg.tau,
+            cfg.align_weight,
+            cfg.interest_weight,
+            cfg.reg_weight,
+            rec_reduction=cfg.rec_reduction,
+            align_tau=cfg.align_tau,
+            align_levels=cfg.align_level_weights,
+            align_space=cfg.align_space,
+            interest_target=cfg.interest_target,
+            interest_detach=cfg.interest_detach,
+        )
+    return LossWeights(1.0, 0.0, 0.0, 0.0, rec_reduction=cfg.rec_reduction)
+
+
+AUXILIARY = ("align", "interest", "interest_query", "interest_norm")  # S2GR's heads beside the trunk
+NO_DECAY = ("bos", "interest_query", "level_pos")  # free vectors: decay would pull them to 0
+
+
+def param_groups(model: SeqToSID, weight_decay: float, which: str) -> list[dict]:
+    """AdamW groups: with ``which='weights'`` only matrices of linear layers decay; norms, biases,
+    embedding tables and the free vectors in NO_DECAY do not. ``'all'`` decays everything."""
+    if which == "all":
+        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, rest = [], []
+    for name, param in model.named_parameters():
+        free = param.ndim < 2 or id(param) in embeddings or name.split(".")[0] in NO_DECAY
+        (rest if free else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def clip_groups(model: SeqToSID, scope: str) -> list[list[torch.nn.Parameter]]:
+    """Parameter sets clipped together: one (global), or the trunk and each auxiliary head (per_module)."""
+    if scope == "global":
+        return [list(model.parameters())]
+    groups: dict[str, list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        top = name.split(".")[0]
+        groups.setdefault(top if top in AUXILIARY else "trunk", []).append(param)
+    return list(groups.values())
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps``, 0 after.
+
+    >>> [round(lr_factor(s, 2, 6), 2) for s in range(8)]
+    [0.5, 1.0, 1.0, 0.85, 0.5, 0.15, 0.0, 0.0]
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress_ = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
 
 
 @torch.no_grad()
@@ -93,19 +151,16 @@ def predict(
     longest history (position ids count from the right, so the lists are those of the padded batch).
     """
     tables = sem.tables.to(device)  # the search runs where the model is (a no-op when already there)
-    padded = left_padded(histories, model.spec.max_history)
-    lengths = (padded >= 0).sum(axis=1)
     multiple = runtime.crop_multiple if runtime is not None else 1
-    items_out = np.zeros((len(padded), top_k), dtype=np.int64)
-    scores_out = np.zeros((len(padded), top_k), dtype=np.float32)
+    items_out = np.zeros((len(histories), top_k), dtype=np.int64)
+    scores_out = np.zeros((len(histories), top_k), dtype=np.float32)
     sids = sid_table(sem.sids, device)
     decoder = Decoder(model, runtime)
-    for rows in decode_chunks(lengths, batch_size, length_buckets):
-        width = padded.shape[1]
-        if length_buckets:
-            width = crop_width(int(lengths[rows].max()), width, multiple)
-        hist = sids[torch.as_tensor(padded[rows, padded.shape[1] - width :] + 1, device=device)]
-        user = torch.as_tensor(users[rows], device=device) if model.user is not None else None
+    chunks = eval_batches(
+        histories, users, sids, model.spec.max_history, batch_size, device, multiple, length_buckets,
+        with_users=model.user is not None,
+    )  # fmt: skip
+    for rows, hist, user in chunks:
         items, scores = decoder(hist, tables, beam, user)
         items_out[rows] = items[:, :top_k].cpu().numpy()
         scores_out[rows] = scores[:, :top_k].float().cpu().numpy()
@@ -152,17 +207,13 @@ class GRTrainer:
         self.sids = sid_table(sem.sids, device)
         seed_everything(cfg.seed)
         self.model = SeqToSID(build_spec(cfg, mode, sem, max_history)).to(device)
-        self.optim = runtime.adamw(self.model.parameters(), cfg.lr, cfg.weight_decay)
-        total_steps = cfg.max_epochs * math.ceil(len(targets) / cfg.batch_size)
-
-        def schedule(step: int) -> float:
-            if step < cfg.warmup_steps:
-                return (step + 1) / cfg.warmup_steps
-            progress_ = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress_)))
-
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optim, schedule)
-        weights = loss_weights(cfg)
+        self.optim = runtime.adamw(param_groups(self.model, cfg.weight_decay, cfg.decay_groups), cfg.lr)
+        self.clip = clip_groups(self.model, cfg.clip_scope)
+        total_steps = (cfg.schedule_epochs or cfg.max_epochs) * math.ceil(len(targets) / cfg.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optim, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps)
+        )
+        self.weights = weights = loss_weights(cfg)
         centroids, clusters = sem.centroids.to(device), sem.cluster_of_code.to(device)
 
         def losses(hist: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -204,7 +255,9 @@ class GRTrainer:
             return terms
 
         terms = run_guarded(self.compiled, body)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        if self.cfg.clip_norm > 0:
+            for params in self.clip:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_norm)
         self.optim.step()
         self.scheduler.step()
         return terms
@@ -242,7 +295,12 @@ def train_gr(
             model, valid_hist, valid_users, sem, cfg.beam, max(ks), inference_batch, runtime.device, runtime,
             cfg.length_buckets,
         )  # fmt: skip
-        return mean_metrics(per_user_metrics(target_ranks(items, valid_targets), ks))
+        ranking = mean_metrics(per_user_metrics(target_ranks(items, valid_targets), ks))
+        signals = validation_signals(
+            model, valid_hist, valid_users, valid_targets, sem.sids, trainer.weights, sem.centroids,
+            sem.cluster_of_code, inference_batch, runtime.crop_multiple, cfg.length_buckets,
+        )  # fmt: skip
+        return {**ranking, **signals}
 
     outcome = fit(
         model,
