@@ -1,0 +1,122 @@
+"""A validation-only parameter sweep as DVC experiments: queue, run one at a time, tabulate.
+
+    python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml                 # queue every variant, run, table
+    python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml --only base sum  # a subset
+    python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml --table-only     # tabulate what has run
+
+Each variant becomes ``dvc exp run --queue -n <sweep>-<variant> -S key=value … <stage>``; the queue
+runs with one worker (``dvc queue start -j 1``: two trainings would share the 2 cores). Only the
+sweep's stage and what it needs re-run, so the test split is never evaluated for the choice. The
+stage logs every epoch to MLflow as usual (the queue's copies log to the project's store). The table
+(``bench/results/sweep-<sweep>.{json,md}``) is read back from ``dvc exp show --json``, best
+validation SID NLL first; ``dvc exp show`` shows the same experiments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = [sys.executable, "-m", "dvc"]
+COLUMNS = ("best_valid_sid_nll", "best_valid_ce_s1", "best_valid_ce_s2", "best_valid_ce_s3", "best_valid_ndcg_at_10")
+
+
+def set_value(value: Any) -> str:
+    """A YAML value as ``dvc exp run -S`` parses it: ``true``, ``0.1``, ``[1.0, 0.5]``."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def queue_commands(sweep: str, spec: dict, only: list[str] | None) -> list[list[str]]:
+    """One ``dvc exp run --queue`` command per variant (in the file's order)."""
+    unknown = sorted(set(only or ()) - set(spec["variants"]))
+    if unknown:
+        raise SystemExit(f"--only: no variant(s) {unknown} in the sweep; it has {sorted(spec['variants'])}")
+    commands = []
+    for name, overrides in spec["variants"].items():
+        if only and name not in only:
+            continue
+        sets = [arg for key, value in (overrides or {}).items() for arg in ("-S", f"{key}={set_value(value)}")]
+        commands.append([*DVC, "exp", "run", "--queue", "-n", f"{sweep}-{name}", *sets, spec["stage"]])
+    return commands
+
+
+def experiments(shown: Any) -> dict[str, dict]:
+    """{experiment name: its data} from ``dvc exp show --json`` (walks the nested revisions)."""
+    found: dict[str, dict] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("name") and isinstance(node.get("data"), dict):
+                found[node["name"]] = node["data"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return found
+
+
+def table(sweep: str, spec: dict) -> list[dict]:
+    shown = json.loads(subprocess.run([*DVC, "exp", "show", "--json"], cwd=ROOT, check=True, capture_output=True).stdout)
+    rows = []
+    for name, data in experiments(shown).items():
+        if not name.startswith(f"{sweep}-"):
+            continue
+        metrics = (data.get("metrics") or {}).get(spec["metrics"], {}).get("data", {})
+        variant = name.removeprefix(f"{sweep}-")
+        rows.append({"variant": variant, **{c: metrics.get(c) for c in COLUMNS}, "epochs": metrics.get("epochs_run")})
+    return sorted(rows, key=lambda r: (r["best_valid_sid_nll"] is None, r["best_valid_sid_nll"] or 0.0))
+
+
+def markdown(rows: list[dict], spec: dict) -> str:
+    head = "| variant | overrides | " + " | ".join(c.removeprefix("best_valid_") for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for r in rows:
+        over = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (spec["variants"].get(r["variant"]) or {}).items())
+        cells = ["—" if r[c] is None else f"{r[c]:.4f}" for c in COLUMNS]
+        lines.append(f"| {r['variant']} | {over or '(params.yaml)'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def wait_for_queue(poll: float = 20.0) -> None:
+    while True:
+        status = subprocess.run([*DVC, "queue", "status"], cwd=ROOT, capture_output=True, text=True).stdout
+        if not any(word in status for word in ("Queued", "Running")):
+            return
+        time.sleep(poll)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep", type=Path, help="sweep file (bench/sweeps/*.yaml)")
+    parser.add_argument("--only", nargs="+", help="run only these variants")
+    parser.add_argument("--table-only", action="store_true", help="tabulate the sweep's finished experiments")
+    args = parser.parse_args(argv)
+    spec = yaml.safe_load(args.sweep.read_text())
+    sweep = args.sweep.stem
+    if not args.table_only:
+        for command in queue_commands(sweep, spec, args.only):
+            subprocess.run(command, cwd=ROOT, check=True)
+        subprocess.run([*DVC, "queue", "start", "-j", "1"], cwd=ROOT, check=True)
+        wait_for_queue()
+    rows = table(sweep, spec)
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"sweep-{sweep}.json").write_text(json.dumps(rows, indent=2))
+    (out / f"sweep-{sweep}.md").write_text(markdown(rows, spec))
+    print(markdown(rows, spec))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
