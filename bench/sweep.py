@@ -4,8 +4,9 @@
     python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml --only base sum  # a subset
     python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml --table-only     # tabulate what has run
 
-Each variant becomes ``dvc exp run --queue -n <sweep>-<variant> -S key=value … <stage>``; the queue
-runs with one worker (``dvc queue start -j 1``: two trainings would share the 2 cores). Only the
+Each variant becomes ``dvc exp run --queue -n <sweep>-<variant> -S key=value … <stage>``, with the
+sweep's ``common`` overrides first; the queue runs ``jobs`` workers (give each job its share of the
+cores through ``common``, e.g. ``s2gr.threads: 1`` with 2 jobs on 2 cores). Only the
 sweep's stage and what it needs re-run, so the test split is never evaluated for the choice. The
 stage logs every epoch to MLflow as usual (the queue's copies log to the project's store). The table
 (``bench/results/sweep-<sweep>.{json,md}``) is read back from ``dvc exp show --json``, best
@@ -43,7 +44,8 @@ def queue_commands(sweep: str, spec: dict, only: list[str] | None) -> list[list[
     for name, overrides in spec["variants"].items():
         if only and name not in only:
             continue
-        sets = [arg for key, value in (overrides or {}).items() for arg in ("-S", f"{key}={set_value(value)}")]
+        merged = {**(spec.get("common") or {}), **(overrides or {})}
+        sets = [arg for key, value in merged.items() for arg in ("-S", f"{key}={set_value(value)}")]
         commands.append([*DVC, "exp", "run", "--queue", "-n", f"{sweep}-{name}", *sets, spec["stage"]])
     return commands
 
@@ -107,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         for command in queue_commands(sweep, spec, args.only):
             subprocess.run(command, cwd=ROOT, check=True)
-        subprocess.run([*DVC, "queue", "start", "-j", "1"], cwd=ROOT, check=True)
+        subprocess.run([*DVC, "queue", "start", "-j", str(spec.get("jobs", 1))], cwd=ROOT, check=True)
         wait_for_queue()
     rows = table(sweep, spec)
     out = ROOT / "bench" / "results"
