@@ -277,11 +277,15 @@ def test_validation_signals_are_the_teacher_forced_nll_and_reasoning_accuracy(mo
         assert not any(k.startswith(("align", "cluster_acc")) for k in out)
         return
     with torch.no_grad():
-        proj = [F.normalize(model.align[i](thoughts[:, i]), -1) @ F.normalize(centroids[i], dim=-1).T for i in range(3)]
+        proj = [
+            F.normalize(model.align[i](thoughts[:, i]), dim=-1) @ F.normalize(centroids[i], dim=-1).T for i in range(3)
+        ]
     truth = cluster_of_code[torch.arange(3), target[:, :3]]
     for level in range(3):
         acc = float((proj[level].argmax(-1) == truth[:, level]).float().mean())
         assert out[f"cluster_acc_l{level + 1}"] == pytest.approx(acc)
+        majority = max(truth[:, level].tolist().count(c) for c in range(2)) / 5
+        assert out[f"cluster_majority_l{level + 1}"] == pytest.approx(majority)
         assert out[f"align_l{level + 1}"] == pytest.approx(
             float(F.cross_entropy(proj[level] / 0.1, truth[:, level])), rel=1e-5
         )

@@ -5,10 +5,12 @@ of the true SID on the validation users is the quantity to tune losses by: far l
 NDCG@10 on a few thousand users, and split per position it shows where a change helps or hurts.
 For S2GR the same pass measures the reasoning itself: L_Align per level, and the cluster
 accuracy of each thinking vector, how often t_l's nearest centroid (by the alignment score) is
-the cluster of the true code at level l: "interpretable reasoning" as a number.
+the cluster of the true code at level l: "interpretable reasoning" as a number. Its floor is not
+1/K_c but ``cluster_majority_l*``, the share of the most frequent true cluster: a thought that
+points every user at the same cluster scores exactly that, and says nothing about the user.
 
 Keys (P = L + 1 positions): ``sid_nll``, ``ce_s1`` … ``ce_sL``, ``ce_dedup``; s2gr adds
-``align_l1`` … and ``cluster_acc_l1`` …. Each is a mean over users.
+``align_l1`` …, ``cluster_acc_l1`` … and ``cluster_majority_l1`` …. Each is a mean over users.
 """
 
 from __future__ import annotations
@@ -102,7 +104,10 @@ def validation_signals(
     out.update({f"ce_{name}": v for name, v in zip(position_names(len(ce)), ce, strict=True)})
     if "align" in totals:
         align, hits = (totals["align"] / n).tolist(), (totals["hits"] / n).tolist()
+        assert cluster_of_code is not None
+        truth = true_clusters(cluster_of_code, target_sids, model.spec.levels)  # (U, L)
         for level, (loss, hit) in enumerate(zip(align, hits, strict=True)):
             out[f"align_l{level + 1}"] = loss
             out[f"cluster_acc_l{level + 1}"] = hit
+            out[f"cluster_majority_l{level + 1}"] = float(torch.bincount(truth[:, level]).max()) / n
     return out
