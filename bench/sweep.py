@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,7 +28,18 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-COLUMNS = ("best_valid_sid_nll", "best_valid_ce_s1", "best_valid_ce_s2", "best_valid_ce_s3", "best_valid_ndcg_at_10")
+# the queue's workers start `dvc` and the stage commands (`s2gr`) by name: the venv's bin first
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+COLUMNS = (
+    "best_valid_sid_nll",
+    "best_valid_ce_s1",
+    "best_valid_ce_s2",
+    "best_valid_ce_s3",
+    "best_valid_ndcg_at_10",
+    "best_valid_cluster_acc_l1",
+    "best_valid_cluster_acc_l2",
+    "best_valid_cluster_acc_l3",
+)
 
 
 def set_value(value: Any) -> str:
@@ -50,43 +62,40 @@ def queue_commands(sweep: str, spec: dict, only: list[str] | None) -> list[list[
     return commands
 
 
-def experiments(shown: Any) -> dict[str, dict]:
-    """{experiment name: its data} from ``dvc exp show --json`` (walks the nested revisions)."""
-    found: dict[str, dict] = {}
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("name") and isinstance(node.get("data"), dict):
-                found[node["name"]] = node["data"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(shown)
+def experiments(shown: list[dict]) -> dict[str, tuple[str, dict]]:
+    """{experiment name: (state, its data)} from ``dvc exp show --json``: one entry per experiment of
+    each baseline revision; a queued or running one carries its baseline's metrics, so its state says
+    whether the metrics are its own ('success')."""
+    found: dict[str, tuple[str, dict]] = {}
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state") or "success"  # no executor: a finished, saved run
+            found[exp["name"]] = (state, exp["revs"][0].get("data") or {})
     return found
 
 
 def table(sweep: str, spec: dict) -> list[dict]:
-    shown = json.loads(subprocess.run([*DVC, "exp", "show", "--json"], cwd=ROOT, check=True, capture_output=True).stdout)
+    # every commit's experiments: the sweep's baseline need not be HEAD any more
+    command = [*DVC, "exp", "show", "--json", "--all-commits"]
+    shown = subprocess.run(command, cwd=ROOT, check=True, capture_output=True).stdout
+    shown = json.loads(shown)
     rows = []
-    for name, data in experiments(shown).items():
+    for name, (state, data) in experiments(shown).items():
         if not name.startswith(f"{sweep}-"):
             continue
-        metrics = (data.get("metrics") or {}).get(spec["metrics"], {}).get("data", {})
+        metrics = (data.get("metrics") or {}).get(spec["metrics"], {}).get("data", {}) if state == "success" else {}
         variant = name.removeprefix(f"{sweep}-")
-        rows.append({"variant": variant, **{c: metrics.get(c) for c in COLUMNS}, "epochs": metrics.get("epochs_run")})
+        rows.append({"variant": variant, "state": state, **{c: metrics.get(c) for c in COLUMNS}})
     return sorted(rows, key=lambda r: (r["best_valid_sid_nll"] is None, r["best_valid_sid_nll"] or 0.0))
 
 
 def markdown(rows: list[dict], spec: dict) -> str:
-    head = "| variant | overrides | " + " | ".join(c.removeprefix("best_valid_") for c in COLUMNS) + " |"
-    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    head = "| variant | overrides | state | " + " | ".join(c.removeprefix("best_valid_") for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 3)]
     for r in rows:
         over = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in (spec["variants"].get(r["variant"]) or {}).items())
         cells = ["—" if r[c] is None else f"{r[c]:.4f}" for c in COLUMNS]
-        lines.append(f"| {r['variant']} | {over or '(params.yaml)'} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['variant']} | {over or '(params.yaml)'} | {r['state']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
