@@ -94,12 +94,17 @@ def test_stepwise_decoding_reproduces_teacher_forcing(mode: str, preallocate: bo
     forced, thoughts = model.teacher_forced(memory, mask, target)
     assert [lg.shape for lg in forced] == [(len(hist), v) for v in model.spec.vocab]
     assert (thoughts is None) == (mode == "tiger")
+    assert_steps_match(model, memory, mask, target, forced, preallocate)
+
+
+def assert_steps_match(model, memory, mask, target, forced, preallocate: bool = True) -> None:
+    """The beam-search step, fed the true codes, gives the teacher-forced log-probabilities."""
     step, cache = make_step(model), model.new_cache(memory, mask, preallocate=preallocate)
-    last = torch.full((len(hist),), -1)
+    last = torch.full((len(target),), -1)
     for position in range(model.spec.positions):
         logp, cache = step(position, last, cache)
         torch.testing.assert_close(logp, F.log_softmax(forced[position], -1), rtol=1e-4, atol=1e-5)
-        cache = reorder_cache(cache, torch.arange(len(hist)))
+        cache = reorder_cache(cache, torch.arange(len(target)))
         last = target[:, position]
 
 

@@ -14,7 +14,6 @@ from torch.nn import functional as F
 
 from s2gr_core.config import ConfigError, Params, params_from_dict
 from s2gr_core.models.gr import diagnostics, train
-from s2gr_core.models.gr.decoding import make_step, reorder_cache
 from s2gr_core.models.gr.diagnostics import cluster_accuracy, validation_signals
 from s2gr_core.models.gr.losses import (
     cluster_centroids,
@@ -30,7 +29,7 @@ from s2gr_core.semantic.sids import code_clusters, cosine_mismatch
 from s2gr_core.split import load_train
 from s2gr_core.stages.generative import load_semantic
 from tests.conftest import repo_params
-from tests.test_gr_model import WEIGHTS, catalogue, clusters, histories, tiny
+from tests.test_gr_model import WEIGHTS, assert_steps_match, catalogue, clusters, histories, tiny
 
 
 def s2gr_model(**changes):
@@ -180,13 +179,7 @@ def test_decoding_still_reproduces_teacher_forcing_under_the_chain_switches(chan
         assert model.level_pos.std() > 0.5
     memory, mask = model.encode(hist)
     forced, _ = model.teacher_forced(memory, mask, target)
-    step, cache = make_step(model), model.new_cache(memory, mask, preallocate=True)
-    last = torch.full((len(hist),), -1)
-    for p in range(model.spec.positions):
-        logp, cache = step(p, last, cache)
-        torch.testing.assert_close(logp, F.log_softmax(forced[p], -1), rtol=1e-4, atol=1e-5)
-        cache = reorder_cache(cache, torch.arange(len(hist)))
-        last = target[:, p]
+    assert_steps_match(model, memory, mask, target, forced)
 
 
 def test_weight_decay_groups_leave_norms_biases_embeddings_and_free_vectors_alone() -> None:

@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from s2gr_core.models.gr.data import eval_batches, sid_table
-from s2gr_core.models.gr.losses import LossWeights, thought_sims, true_clusters
+from s2gr_core.models.gr.losses import LossWeights, align_loss, thought_sims, true_clusters
 from s2gr_core.models.gr.model import SeqToSID
 
 
@@ -58,9 +58,8 @@ def chunk_sums(
         return {"ce": ce}
     clusters = true_clusters(cluster_of_code, target, model.spec.levels)
     sims = thought_sims(model, thoughts.float(), centroids, cluster_of_code, weights.align_space).float()
-    tau = weights.align_tau or weights.tau
-    per = F.cross_entropy((sims / tau).flatten(0, 1), clusters.flatten(), reduction="none").view(clusters.shape)
-    return {"ce": ce, "align": per.sum(0), "hits": cluster_accuracy(sims, clusters) * len(target)}
+    per_level = align_loss(sims, clusters, weights.align_tau or weights.tau)  # (L,) batch means
+    return {"ce": ce, "align": per_level * len(target), "hits": cluster_accuracy(sims, clusters) * len(target)}
 
 
 @torch.no_grad()

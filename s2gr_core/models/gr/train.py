@@ -46,6 +46,9 @@ class Semantic:
     cluster_of_code: torch.Tensor  # (L, K)
 
 
+CHAIN_FIELDS = ("reasoning_first", "level_pos_init", "thought_position", "thought_dropout", "thought_detach")
+
+
 def build_spec(cfg: GRConfig, mode: Literal["tiger", "s2gr"], sem: Semantic, max_history: int) -> GRSpec:
     return GRSpec(
         vocab=tuple(int(v) for v in sem.sids.max(axis=0) + 1),
@@ -61,17 +64,7 @@ def build_spec(cfg: GRConfig, mode: Literal["tiger", "s2gr"], sem: Semantic, max
         merge_codes=cfg.merge_codes,
         user_buckets=cfg.user_buckets,
         cluster_dim=int(sem.centroids.shape[-1]),
-        **(
-            {
-                "reasoning_first": cfg.reasoning_first,
-                "level_pos_init": cfg.level_pos_init,
-                "thought_position": cfg.thought_position,
-                "thought_dropout": cfg.thought_dropout,
-                "thought_detach": cfg.thought_detach,
-            }
-            if isinstance(cfg, S2GRConfig)
-            else {}
-        ),
+        **({name: getattr(cfg, name) for name in CHAIN_FIELDS} if isinstance(cfg, S2GRConfig) else {}),
     )
 
 
