@@ -181,3 +181,17 @@ def test_a_preallocated_step_cache_reorders_rows_and_refuses_to_overflow() -> No
     with pytest.raises(ValueError, match="holds 2 steps; step 3 does not fit"):
         cache.append(k, k)
         cache.append(k, k)
+
+
+def test_a_preallocated_cache_reorders_like_a_growing_one() -> None:
+    """Only the filled steps of a preallocated cache move on reorder; what is read back is the same."""
+    gen = torch.Generator().manual_seed(0)
+    grown, placed = StepCache(), StepCache(room=4)
+    rows = 2
+    for width in (3, 3, 5, 5):  # fan out, keep, fan out, keep
+        parent = torch.randint(0, rows, (width,), generator=gen)
+        k, v = torch.randn(rows, 2, 1, 3, generator=gen), torch.randn(rows, 2, 1, 3, generator=gen)
+        expected, got = grown.append(k, v), placed.append(k, v)
+        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+        grown, placed = grown.reorder(parent), placed.reorder(parent)
+        rows = parent.shape[0]

@@ -115,9 +115,17 @@ class StepCache:
         """A cache whose row i is row parent[i] of this one (beam search)."""
         moved = StepCache(self.room)
         moved.length = self.length
-        if self.k is not None and self.v is not None:
+        if self.k is None or self.v is None:
+            return moved
+        if not self.room or self.k.requires_grad:  # out= cannot be differentiated
             # index_select copies whole rows: several times faster than advanced indexing on CPU
             moved.k, moved.v = self.k.index_select(0, parent), self.v.index_select(0, parent)
+            return moved
+        # only the filled steps move: the empty tail of a preallocated cache is written later
+        shape = (parent.shape[0], *self.k.shape[1:])
+        moved.k, moved.v = self.k.new_empty(shape), self.v.new_empty(shape)
+        for old, new in ((self.k, moved.k), (self.v, moved.v)):
+            torch.index_select(old[:, :, : self.length], 0, parent, out=new[:, :, : self.length])
         return moved
 
 
