@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.decoding import make_step, recommend, reorder_cache
-from s2gr_core.models.gr.layers import StepCache
+from s2gr_core.models.gr.layers import BufferPool, StepCache
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
 from s2gr_core.semantic.sids import SidTrie, deduplicate
@@ -195,3 +195,38 @@ def test_a_preallocated_cache_reorders_like_a_growing_one() -> None:
         assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
         grown, placed = grown.reorder(parent), placed.reorder(parent)
         rows = parent.shape[0]
+
+
+def test_a_pooled_cache_reads_like_a_growing_one_reuses_its_memory_and_is_spent_by_reorder() -> None:
+    gen = torch.Generator().manual_seed(1)
+    pool = BufferPool()
+    grown, pooled = StepCache(), StepCache(room=4, pool=pool)
+    rows, pointers = 2, []
+    for width in (3, 3, 3, 3):
+        parent = torch.randint(0, rows, (width,), generator=gen)
+        k, v = torch.randn(rows, 2, 1, 3, generator=gen), torch.randn(rows, 2, 1, 3, generator=gen)
+        expected, got = grown.append(k, v), pooled.append(k, v)
+        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+        spent, pooled, grown = pooled, pooled.reorder(parent), grown.reorder(parent)
+        with pytest.raises(RuntimeError, match="was reordered and its memory reused"):
+            spent.append(k, v)
+        pointers.append({pooled.k.data_ptr(), pooled.v.data_ptr()})
+        rows = width
+    assert pointers[2] == pointers[0] and pointers[3] == pointers[1]  # each reorder writes into memory handed back
+    assert len(pool.owned[BufferPool.key((3, 2, 4, 3), k)]) == 4  # two buffers (k, v) in turn, no more
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_decoding_calls_that_share_a_pool_return_what_fresh_ones_do(mode: str) -> None:
+    sids = catalogue(25)
+    model = tiny(sids, **MODES[mode]).eval()
+    hist, _ = histories(sids, n=4)
+    tables = DecodingTables.from_numpy(SidTrie.build(sids).children)
+    fresh = recommend(model, hist, tables, beam=7)
+    pool = BufferPool()
+    for _ in range(2):
+        shared = recommend(model, hist, tables, beam=7, pool=pool)
+        assert all(torch.equal(a, b) for a, b in zip(fresh, shared, strict=True))
+    owned = sum(len(t) for t in pool.owned.values())
+    recommend(model, hist, tables, beam=7, pool=pool)
+    assert sum(len(t) for t in pool.owned.values()) == owned > 0  # a further call allocates nothing new

@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from s2gr_core.models.gr.beam import DecodingTables, beam_search
+from s2gr_core.models.gr.layers import BufferPool
 from s2gr_core.models.gr.model import SeqToSID
 from s2gr_core.models.runtime import Runtime, run_guarded
 
@@ -77,25 +78,32 @@ def recommend(
     beam: int,
     users: torch.Tensor | None = None,
     decode_steps: DecodeSteps | None = None,
+    pool: BufferPool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """history (B, H', P) -> the ``beam`` best items (B, W) and their log-probabilities, best first."""
+    """history (B, H', P) -> the ``beam`` best items (B, W) and their log-probabilities, best first.
+
+    ``pool`` lends the beams' cache memory; pass one pool to consecutive calls to reuse it.
+    """
     was = model.training
     model.eval()
+    pool = pool if pool is not None else BufferPool()
     try:
         memory, mask = model.encode(history, users)
-        cache = model.new_cache(memory, mask, preallocate=True)
+        cache = model.new_cache(memory, mask, preallocate=True, pool=pool)
         step = make_step(model, decode_steps)
         return beam_search(step, reorder_cache, cache, tables, history.shape[0], beam)
     finally:
+        pool.reclaim()  # nothing returned is pooled memory
         model.train(was)
 
 
 class Decoder:
     """:func:`recommend` under a runtime: its precision, and its compiled decoder step when it compiles
-    (a failed compilation decodes the batch again eagerly and stays eager)."""
+    (a failed compilation decodes the batch again eagerly and stays eager), reusing one pool of cache
+    memory across its calls."""
 
     def __init__(self, model: SeqToSID, runtime: Runtime | None = None):
-        self.model, self.runtime = model, runtime
+        self.model, self.runtime, self.pool = model, runtime, BufferPool()
         self.compiled = runtime.step(model.decode_steps, "decoder step") if runtime is not None else None
 
     def __call__(
@@ -103,6 +111,6 @@ class Decoder:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         def body() -> tuple[torch.Tensor, torch.Tensor]:
             with self.runtime.autocast() if self.runtime is not None else contextlib.nullcontext():
-                return recommend(self.model, history, tables, beam, users, self.compiled)
+                return recommend(self.model, history, tables, beam, users, self.compiled, self.pool)
 
         return run_guarded(self.compiled, body)

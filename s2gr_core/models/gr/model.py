@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from s2gr_core.models.gr.layers import DecoderLayer, Dims, EncoderLayer, StepCache
+from s2gr_core.models.gr.layers import BufferPool, DecoderLayer, Dims, EncoderLayer, StepCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,18 +178,21 @@ class SeqToSID(nn.Module):
         """Decoder inputs per SID: BOS and the codes, plus one thinking vector per level (s2gr)."""
         return self.dec_pos.num_embeddings
 
-    def new_cache(self, memory: torch.Tensor, mask: torch.Tensor, preallocate: bool = False) -> dict[str, Any]:
+    def new_cache(
+        self, memory: torch.Tensor, mask: torch.Tensor, preallocate: bool = False, pool: BufferPool | None = None
+    ) -> dict[str, Any]:
         """Decoding state for one row per user of memory (B, S, D).
 
         The cross-attention keys/values are projected once per user and never copied: the beams
         a search fans out to (rows i*W … of the self-attention state) all read user i's.
-        ``preallocate`` (no-grad decoding only) writes the self-attention steps in place.
+        ``preallocate`` (no-grad decoding only) writes the self-attention steps in place, and
+        ``pool`` then lends the memory that each reorder copies them into.
         """
         room = self.decoder_steps if preallocate else 0
         return {
             "memory_kv": self.memory_cache(memory, self.decoder),
             "mask": mask,
-            "self_kv": [StepCache(room) for _ in self.decoder],
+            "self_kv": [StepCache(room, pool if preallocate else None) for _ in self.decoder],
             # the last decoder output (s2gr: the next thinking vector's base)
             "h": memory.new_zeros(memory.shape[0], self.spec.d_model),
             "step": 0,
