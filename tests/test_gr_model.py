@@ -210,6 +210,8 @@ def test_a_pooled_cache_reads_like_a_growing_one_reuses_its_memory_and_is_spent_
         spent, pooled, grown = pooled, pooled.reorder(parent), grown.reorder(parent)
         with pytest.raises(RuntimeError, match="was reordered and its memory reused"):
             spent.append(k, v)
+        with pytest.raises(RuntimeError, match="was reordered and its memory reused"):
+            spent.reorder(parent)
         pointers.append({pooled.k.data_ptr(), pooled.v.data_ptr()})
         rows = width
     assert pointers[2] == pointers[0] and pointers[3] == pointers[1]  # each reorder writes into memory handed back

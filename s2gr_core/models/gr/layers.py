@@ -134,10 +134,13 @@ class StepCache:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
 
+    def spent(self) -> None:
+        if self.released:
+            raise RuntimeError("this cache was reordered and its memory reused: use the reordered cache")
+
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add the new steps' k, v (N, H, T, E); return the keys/values of every step so far."""
-        if self.released:
-            raise RuntimeError("this cache was reordered and its memory reused: append to the reordered cache")
+        self.spent()
         start, self.length = self.length, self.length + k.shape[2]
         if not self.room:
             self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
@@ -156,8 +159,9 @@ class StepCache:
         """A cache whose row i is row parent[i] of this one (beam search).
 
         With a pool, a preallocated cache is copied into pooled memory and gives its own back:
-        it cannot be appended to afterwards (beam search only reads the reordered one).
+        it cannot be appended to or reordered afterwards (beam search only reads the reordered one).
         """
+        self.spent()
         moved = StepCache(self.room, self.pool)
         moved.length = self.length
         if self.k is None or self.v is None:
