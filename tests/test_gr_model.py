@@ -55,6 +55,13 @@ def histories(sids: np.ndarray, n: int = 6, seed: int = 0) -> tuple[torch.Tensor
     return hist, torch.as_tensor(sids[items[:, 5]])
 
 
+def decoding_setup(n_items: int, n_users: int, **changes) -> tuple[np.ndarray, SeqToSID, torch.Tensor, DecodingTables]:
+    """A catalogue of ``n_items`` SIDs, a tiny model over it, ``n_users`` histories and the trie's tables."""
+    sids = catalogue(n_items)
+    hist, _ = histories(sids, n=n_users)
+    return sids, tiny(sids, **changes), hist, DecodingTables.from_numpy(SidTrie.build(sids).children)
+
+
 def clusters(model: SeqToSID) -> tuple[torch.Tensor, torch.Tensor]:
     levels = model.spec.levels
     cluster_of_code = torch.arange(max(model.spec.vocab[:levels]))[None].repeat(levels, 1) % 2
@@ -125,11 +132,8 @@ def test_thinking_vectors_get_gradients_from_alignment_and_regularisation() -> N
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_a_beam_as_wide_as_the_catalogue_ranks_every_item_by_its_sid_probability(mode: str) -> None:
-    sids = catalogue(20)
-    model = tiny(sids, **MODES[mode]).eval()
-    hist, _ = histories(sids, n=3)
-    tables = DecodingTables.from_numpy(SidTrie.build(sids).children)
-    items, scores = recommend(model, hist, tables, beam=len(sids))
+    sids, model, hist, tables = decoding_setup(20, 3, **MODES[mode])
+    items, scores = recommend(model.eval(), hist, tables, beam=len(sids))
     memory, mask = model.encode(hist)
     for user in range(len(hist)):
         one_user = [t[user : user + 1].expand(len(sids), *t.shape[1:]) for t in (memory, mask)]
@@ -142,10 +146,8 @@ def test_a_beam_as_wide_as_the_catalogue_ranks_every_item_by_its_sid_probability
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_narrow_beams_return_only_real_unique_items(mode: str) -> None:
-    sids = catalogue(25)
-    model = tiny(sids, **MODES[mode])
-    hist, _ = histories(sids, n=4)
-    items, scores = recommend(model, hist, DecodingTables.from_numpy(SidTrie.build(sids).children), beam=7)
+    sids, model, hist, tables = decoding_setup(25, 4, **MODES[mode])
+    items, scores = recommend(model, hist, tables, beam=7)
     assert items.shape == (4, 7) and torch.isfinite(scores).all()
     assert ((items >= 0) & (items < len(sids))).all()
     assert all(len(set(row.tolist())) == 7 for row in items)
@@ -183,10 +185,11 @@ def test_a_preallocated_step_cache_reorders_rows_and_refuses_to_overflow() -> No
         cache.append(k, k)
 
 
-def test_a_preallocated_cache_reorders_like_a_growing_one() -> None:
+@pytest.mark.parametrize("pool", [None, BufferPool()], ids=["own-memory", "pooled"])
+def test_a_preallocated_cache_reorders_like_a_growing_one(pool: BufferPool | None) -> None:
     """Only the filled steps of a preallocated cache move on reorder; what is read back is the same."""
     gen = torch.Generator().manual_seed(0)
-    grown, placed = StepCache(), StepCache(room=4)
+    grown, placed = StepCache(), StepCache(room=4, pool=pool)
     rows = 2
     for width in (3, 3, 5, 5):  # fan out, keep, fan out, keep
         parent = torch.randint(0, rows, (width,), generator=gen)
@@ -197,34 +200,27 @@ def test_a_preallocated_cache_reorders_like_a_growing_one() -> None:
         rows = parent.shape[0]
 
 
-def test_a_pooled_cache_reads_like_a_growing_one_reuses_its_memory_and_is_spent_by_reorder() -> None:
-    gen = torch.Generator().manual_seed(1)
+def test_a_pooled_cache_reuses_its_memory_and_is_spent_by_reorder() -> None:
     pool = BufferPool()
-    grown, pooled = StepCache(), StepCache(room=4, pool=pool)
-    rows, pointers = 2, []
-    for width in (3, 3, 3, 3):
-        parent = torch.randint(0, rows, (width,), generator=gen)
-        k, v = torch.randn(rows, 2, 1, 3, generator=gen), torch.randn(rows, 2, 1, 3, generator=gen)
-        expected, got = grown.append(k, v), pooled.append(k, v)
-        assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
-        spent, pooled, grown = pooled, pooled.reorder(parent), grown.reorder(parent)
+    cache, pointers = StepCache(room=4, pool=pool), []
+    k = torch.randn(3, 2, 1, 3)
+    parent = torch.tensor([2, 0, 1])
+    for _ in range(4):
+        cache.append(k, k)
+        spent, cache = cache, cache.reorder(parent)
         with pytest.raises(RuntimeError, match="was reordered and its memory reused"):
-            spent.append(k, v)
+            spent.append(k, k)
         with pytest.raises(RuntimeError, match="was reordered and its memory reused"):
             spent.reorder(parent)
-        pointers.append({pooled.k.data_ptr(), pooled.v.data_ptr()})
-        rows = width
+        pointers.append({cache.k.data_ptr(), cache.v.data_ptr()})
     assert pointers[2] == pointers[0] and pointers[3] == pointers[1]  # each reorder writes into memory handed back
     assert len(pool.owned[BufferPool.key((3, 2, 4, 3), k)]) == 4  # two buffers (k, v) in turn, no more
 
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_decoding_calls_that_share_a_pool_return_what_fresh_ones_do(mode: str) -> None:
-    sids = catalogue(25)
-    model = tiny(sids, **MODES[mode]).eval()
-    hist, _ = histories(sids, n=4)
-    tables = DecodingTables.from_numpy(SidTrie.build(sids).children)
-    fresh = recommend(model, hist, tables, beam=7)
+    _, model, hist, tables = decoding_setup(25, 4, **MODES[mode])
+    fresh = recommend(model.eval(), hist, tables, beam=7)
     pool = BufferPool()
     for _ in range(2):
         shared = recommend(model, hist, tables, beam=7, pool=pool)
