@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import mmap
 import os
+import platform
 import subprocess
 import sys
 import warnings
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from s2gr_core.allocator import USER_KEYS, malloc_policy
 from s2gr_core.config import ConfigError, Params, params_from_dict
 from s2gr_core.models.common import peak_memory_mb, reset_peak_memory
 from s2gr_core.models.gr.data import left_padded, sid_tensor
@@ -221,7 +224,8 @@ def test_speed_switches_are_validated(section: str, key: str, value: object, mes
 
 
 def _import_s2gr_core(code: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    chosen = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "S2GR_MALLOC", *USER_KEYS)
+    clean = {k: v for k, v in os.environ.items() if k not in chosen}
     return subprocess.run(
         [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True, check=True, timeout=120
     )
@@ -247,12 +251,51 @@ def test_torch_loaded_before_the_library_is_reported() -> None:
     assert "torch was imported before s2gr_core" in done.stderr
 
 
+# One 64 MiB tensor, allocated and freed, and where glibc put it (mallinfo2, glibc >= 2.33):
+# hblkhd counts bytes in blocks mapped apart from the heap, fordblks the heap's free bytes.
+HEAP_PROBE = """
+import ctypes, sys
+import s2gr_core, torch
+from s2gr_core.allocator import malloc_policy
+class Info(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+mallinfo2.restype = Info
+block = torch.ones(64 * 2**20, dtype=torch.uint8)
+mapped = mallinfo2().hblkhd >= 64 * 2**20
+del block
+kept = mallinfo2().fordblks >= 64 * 2**20
+print(malloc_policy(), mapped, kept, sep="|")
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc policy is glibc's")
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "mmap and trim thresholds 1 GiB|False|True"),  # in the heap, and kept when freed
+        ({"S2GR_MALLOC": "default"}, "glibc default (S2GR_MALLOC=default)|True|False"),  # mapped apart
+        ({"MALLOC_MMAP_THRESHOLD_": "4096"}, "MALLOC_MMAP_THRESHOLD_=4096|True|False"),
+    ],
+)
+def test_importing_the_library_keeps_freed_memory_for_reuse_unless_the_user_chose(env: dict, expected: str) -> None:
+    assert _import_s2gr_core(HEAP_PROBE, **env).stdout.strip() == expected
+
+
+def test_the_runtime_reports_the_malloc_policy() -> None:
+    assert runtime().tags()["malloc"] == malloc_policy() != "system default (not applied yet)"
+
+
 def test_the_cpu_peak_memory_can_be_reset_between_measurements() -> None:
     reset_peak_memory(CPU)
     before = peak_memory_mb(CPU)
-    block = np.ones(50 * 2**20 // 8)  # 50 MiB, touched
+    # 50 MiB, touched, mapped apart from malloc's heap: returned to the kernel on close (freed heap
+    # memory stays resident by design, see s2gr_core.allocator)
+    block = mmap.mmap(-1, 50 * 2**20)
+    block.write(b"x" * len(block))
     grown = peak_memory_mb(CPU)
-    del block
+    block.close()
     reset_peak_memory(CPU)
     assert grown - before > 40
     assert peak_memory_mb(CPU) < grown - 40

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from s2gr_core.allocator import malloc_policy
 from s2gr_core.models.common import resolve_device, set_threads
 
 Precision = Literal["fp32", "bf16"]
@@ -141,6 +142,7 @@ class Runtime:
             "compile": str(self.compile),
             "threads": str(self.threads),
             "omp_wait_policy": wait_policy(),
+            "malloc": malloc_policy(),
         }
 
 
@@ -157,7 +159,11 @@ def runtime_for(device: str, threads: int, precision: Precision, compile: bool) 
     chosen, note = effective_precision(precision, dev)
     if chosen != precision:
         warnings.warn(note, stacklevel=2)
-    print(f"runtime: {dev}, {used} threads (OpenMP waits: {wait_policy()}), {note}, compile {compile}", flush=True)
+    print(
+        f"runtime: {dev}, {used} threads (OpenMP waits: {wait_policy()}; malloc: {malloc_policy()}), "
+        f"{note}, compile {compile}",
+        flush=True,
+    )
     return Runtime(dev, chosen, compile, used, note)
 
 
