@@ -18,7 +18,6 @@ libraries (musl, macOS) are left as they are.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 
@@ -39,7 +38,7 @@ def keep_freed_memory() -> str:
     elif platform.libc_ver()[0] != "glibc":
         _policy = "system default (not glibc)"
     else:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the process's own symbols: glibc is loaded (find_library would run ldconfig)
         size = ctypes.c_int(THRESHOLD)
         if libc.mallopt(M_MMAP_THRESHOLD, size) and libc.mallopt(M_TRIM_THRESHOLD, size):
             _policy = "mmap and trim thresholds 1 GiB"

@@ -254,7 +254,7 @@ def test_torch_loaded_before_the_library_is_reported() -> None:
 # One 64 MiB tensor, allocated and freed, and where glibc put it (mallinfo2, glibc >= 2.33):
 # hblkhd counts bytes in blocks mapped apart from the heap, fordblks the heap's free bytes.
 HEAP_PROBE = """
-import ctypes, sys
+import ctypes
 import s2gr_core, torch
 from s2gr_core.allocator import malloc_policy
 class Info(ctypes.Structure):
