@@ -71,7 +71,7 @@ def test_run_folder_shares_the_data_and_keeps_outputs_apart(tmp_path: Path) -> N
     assert run_folder(tmp_path, "tiger-seed0") == a  # idempotent: the link is kept
 
 
-@pytest.mark.parametrize("module", ["s2gr_core.stages", "s2gr_core.models.gr.train"])
+@pytest.mark.parametrize("module", ["s2gr_core.stages.generative", "s2gr_core.models.gr.train"])
 def test_training_and_decoding_import_without_faiss(module: str) -> None:
     """A GPU machine may lack faiss: only fitting codebooks needs it."""
     import subprocess
@@ -108,13 +108,19 @@ def test_throughput_rows_time_the_trainer_and_count_the_flops_it_ran(buckets: bo
     assert row["train_samples_per_s"] > 0 and row["decode_users_per_s"] > 0
     assert row["train_peak_memory_mb"] > 0 and row["decode_gflop_per_user"] > 0
     assert row["train_fraction_of_peak"] == pytest.approx(row["train_gflops"] / 100.0)
+    # one thread: CPU time is real and cannot much exceed the wall time it ran in
+    for part, rate in (("train", "train_samples_per"), ("decode", "decode_users_per")):
+        assert 0 < row[f"{part}_cpu_seconds"] < 1.5 * row[f"{part}_seconds"] + 0.05
+        work = row[f"{rate}_s"] * row[f"{part}_seconds"]
+        assert row[f"{rate}_cpu_s"] == pytest.approx(work / row[f"{part}_cpu_seconds"])
+        assert isinstance(row[f"{part}_minor_faults"], int) and row[f"{part}_minor_faults"] >= 0
     if buckets:  # cropped batches: every executed FLOP is useful
         assert row["train_useful_gflops"] == pytest.approx(row["train_gflops"])
     else:  # full windows: the padding's FLOPs are executed but not useful
         assert row["train_useful_gflops"] < row["train_gflops"]
     table = bench.markdown(
         {
-            "rows": [{**row, "mode": "tiger", "merge_codes": False, "config": "eager-fp32"}],
+            "rows": [{**row, "mode": m, "merge_codes": False, "config": "eager-fp32"} for m in ("tiger", "s2gr")],
             "sids": None,
             **{"dataset": "fixture", "device": "cpu", "threads": 1, "batch_size": 16, "batches": 3},
             **{"users": len(histories), "beam": 20, "decode_batch": 8, "peak_gflops": 100.0},
@@ -122,6 +128,7 @@ def test_throughput_rows_time_the_trainer_and_count_the_flops_it_ran(buckets: bo
         }
     )
     assert "| tiger | per code | eager-fp32 |" in table
+    assert "| eager-fp32 | per code | 1.00 | 1.00 | 1.00 | 1.00 |" in table  # S2GR/TIGER, wall and CPU
     assert "GR model of gr-ml-100k.yaml {'d_model': 64}" in table
 
 

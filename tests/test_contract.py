@@ -47,7 +47,7 @@ def test_stage_agrees_with_dvc_yaml(stage) -> None:
 
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
 def test_stage_function_takes_exactly_its_declared_paths(stage) -> None:
-    params = inspect.signature(stage.fn).parameters.values()
+    params = inspect.signature(stage.function).parameters.values()
     # bound options (e.g. model="sasrec" via functools.partial) and the reporter are not paths
     names = {p.name for p in params if p.default is inspect.Parameter.empty and p.kind == p.KEYWORD_ONLY}
     names.discard("reporter")
@@ -116,3 +116,31 @@ def test_flow_order_is_dvcs_topological_order_and_until_keeps_the_ancestors(proj
     assert set(semantic) == {"fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids"}
     with pytest.raises(ValueError, match=r"unknown stage .nope.; dvc\.yaml has: fetch"):
         stage_order(project, until="nope")
+
+
+# Stages that must start without torch (each stage is its own process under DVC: torch costs 2.3 s of it)
+TORCH_FREE = ("fetch", "ingest", "validate", "split", "evaluate_sasrec", "report")
+IMPORT_PROBE = """
+import sys
+from s2gr.cli import build_parser
+from s2gr_core.stages import get_stage
+heavy = ("torch", "pandas", "great_expectations", "mlflow")
+build_parser()
+print(*[m for m in heavy if m in sys.modules], sep=",")
+for name in sys.argv[1].split(","):
+    get_stage(name).function
+print("torch" in sys.modules)
+get_stage("train_tiger").function
+print("torch" in sys.modules)
+"""
+
+
+def test_the_cli_and_registry_import_no_stage_code_until_a_stage_runs() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_PROBE, ",".join(TORCH_FREE)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split("\n")[:3] == ["", "False", "True"]

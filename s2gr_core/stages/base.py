@@ -8,9 +8,11 @@ declared dep/out name to an absolute :class:`~pathlib.Path`.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,24 +64,34 @@ class StageResult:
 
 @dataclass(frozen=True, slots=True)
 class Stage:
+    """One stage. ``fn`` names its function as ``"module:function"``, imported only when the stage
+    runs: listing stages or building the CLI imports no torch, pandas or GX, and a stage loads only
+    the libraries it uses (``fetch`` started in 6.8 s with every stage module imported, 4.5 s without).
+    ``bound`` holds keyword options fixed per stage (``model="sasrec"``)."""
+
     name: str
-    fn: Callable[..., StageResult]
+    fn: str
     help: str
     deps: dict[str, str]  # argument name -> path relative to the project root
     outs: dict[str, str]
     params: tuple[str, ...]  # params.yaml sections / dotted keys the stage reads
     metrics: dict[str, str] = field(default_factory=dict)  # DVC metrics outputs (cache: false)
     code: tuple[str, ...] = ()  # source paths whose change must re-run the stage
+    bound: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def function(self) -> Callable[..., StageResult]:
+        """The stage function (imported now), with ``bound`` applied."""
+        module, _, name = self.fn.partition(":")
+        fn = getattr(importlib.import_module(module), name)
+        return partial(fn, **self.bound) if self.bound else fn
 
     def paths(self, root: Path) -> dict[str, Path]:
         return {k: root / v for k, v in {**self.deps, **self.outs, **self.metrics}.items()}
 
-    @property
-    def wants_reporter(self) -> bool:
-        return "reporter" in inspect.signature(self.fn).parameters
-
     def run(self, params: Params, root: Path, reporter: Reporter | None = None) -> StageResult:
+        fn = self.function
         kwargs: dict[str, Any] = dict(self.paths(root))
-        if self.wants_reporter:
+        if "reporter" in inspect.signature(fn).parameters:
             kwargs["reporter"] = reporter or NullReporter()
-        return self.fn(params, **kwargs)
+        return fn(params, **kwargs)

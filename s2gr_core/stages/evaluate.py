@@ -15,15 +15,10 @@ from s2gr_core.evaluation.predictions import PredictionError, read_predictions
 from s2gr_core.evaluation.report import REPORT_METRICS, write_report
 from s2gr_core.io import write_json, write_parquet
 from s2gr_core.split import load_eval
+from s2gr_core.stages import model_config
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 
 SPLITS = ("valid", "test")
-
-
-def model_config(params: Params, model: str) -> str:
-    from s2gr_core.stages import model_config as fingerprint  # the registry imports this module
-
-    return fingerprint(params, model)
 
 
 def model_seed(params: Params, model: str) -> int | None:
