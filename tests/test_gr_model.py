@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.decoding import make_step, recommend, reorder_cache
-from s2gr_core.models.gr.layers import BufferPool, StepCache
+from s2gr_core.models.gr.layers import BufferPool, Dropout, StepCache, keep_mask
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
 from s2gr_core.semantic.sids import SidTrie, deduplicate
@@ -228,3 +228,38 @@ def test_decoding_calls_that_share_a_pool_return_what_fresh_ones_do(mode: str) -
     owned = sum(len(t) for t in pool.owned.values())
     recommend(model, hist, tables, beam=7, pool=pool)
     assert sum(len(t) for t in pool.owned.values()) == owned > 0  # a further call allocates nothing new
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+@pytest.mark.parametrize("shape", [(3, 7, 11), (64, 1024)])  # 231 elements: not a multiple of 4
+def test_keep_mask_drops_at_rate_p_with_independent_lanes(p: float, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    masks = torch.stack([keep_mask(shape, p, torch.device("cpu")) for _ in range(200)])
+    assert masks.shape == (200, *shape) and masks.dtype == torch.bool
+    n = masks.numel()
+    assert abs((~masks).float().mean().item() - p) < 4 * (p * (1 - p) / n) ** 0.5
+    # the four 16-bit lanes of a word are independent: neighbours agree as often as chance says
+    lanes = masks.flatten(1)[:, : masks[0].numel() // 4 * 4].reshape(200, -1, 4)
+    agree = (lanes[..., 0] == lanes[..., 1]).float().mean().item()
+    assert abs(agree - (p**2 + (1 - p) ** 2)) < 0.02
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask(shape, p, torch.device("cpu")), masks[0])  # torch's generator decides
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_scales_what_it_keeps_and_passes_gradients_through_the_mask(dtype: torch.dtype) -> None:
+    drop = Dropout(0.25)
+    x = torch.randn(32, 50, dtype=dtype).abs().add(0.1).requires_grad_()
+    torch.manual_seed(1)
+    y = drop(x)
+    assert y.dtype == dtype
+    kept = y != 0
+    torch.testing.assert_close(y[kept], (x / 0.75)[kept])
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.to(dtype) / 0.75)
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), y)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    for p, expected in ((0.0, x), (1.0, torch.zeros_like(x))):
+        assert torch.equal(Dropout(p)(x), expected)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from s2gr_core.models.gr.layers import BufferPool, DecoderLayer, Dims, EncoderLayer, StepCache
+from s2gr_core.models.gr.layers import BufferPool, DecoderLayer, Dims, Dropout, EncoderLayer, StepCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ class SeqToSID(nn.Module):
         self.decoder = nn.ModuleList(DecoderLayer(spec.dims) for _ in range(spec.decoder_layers))
         self.dec_norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, total, bias=False)
-        self.drop = nn.Dropout(spec.dropout)
+        self.drop = Dropout(spec.dropout)
         think = torch.zeros(steps, 1, dtype=torch.bool)
         think[list(spec.thought_steps)] = True
         self.register_buffer("thought_rows", think, persistent=False)  # (steps, 1): True = thinking input
