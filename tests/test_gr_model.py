@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.decoding import make_step, recommend, reorder_cache
-from s2gr_core.models.gr.layers import BufferPool, Dropout, StepCache, keep_mask
+from s2gr_core.models.gr.layers import Attention, BufferPool, Dims, Dropout, StepCache, attention_dropped, keep_mask
 from s2gr_core.models.gr.losses import LossWeights, training_loss
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
 from s2gr_core.semantic.sids import SidTrie, deduplicate
@@ -263,3 +263,43 @@ def test_dropout_scales_what_it_keeps_and_passes_gradients_through_the_mask(dtyp
     assert torch.equal(drop(x), x)
     for p, expected in ((0.0, x), (1.0, torch.zeros_like(x))):
         assert torch.equal(Dropout(p)(x), expected)
+
+
+@pytest.mark.parametrize("case", ["mask", "causal", "none"])
+def test_attention_dropped_is_sdpa_with_a_keep_mask_on_the_weights(case: str) -> None:
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 5, 8)
+    v = torch.randn(2, 3, 5, 8, requires_grad=True)
+    mask = (torch.arange(5) >= torch.tensor([[1], [3]]))[:, None, None, :] if case == "mask" else None
+    causal = case == "causal"
+    # SDPA over identity values returns its attention weights (B, H, T, S)
+    weights = F.scaled_dot_product_attention(q, k, torch.eye(5).expand(2, 3, 5, 5), attn_mask=mask, is_causal=causal)
+    torch.manual_seed(7)
+    keep = keep_mask(weights.shape, 0.3, torch.device("cpu"))
+    torch.manual_seed(7)
+    out = attention_dropped(q, k, v, mask, causal, 0.3)
+    torch.testing.assert_close(out, torch.where(keep, weights / 0.7, 0.0) @ v)
+    out.sum().backward()
+    torch.testing.assert_close(
+        v.grad, (torch.where(keep, weights / 0.7, 0.0).transpose(-2, -1)).sum(-1, keepdim=True).expand_as(v)
+    )
+
+
+def test_attention_draws_its_own_mask_in_cpu_training_and_is_sdpa_otherwise() -> None:
+    torch.manual_seed(0)
+    attn = Attention(Dims(d_model=16, heads=2, head_dim=8, ffn=32, dropout=0.25))
+    x = torch.randn(3, 4, 16)
+    k, v = attn.project_kv(x)
+    mask = torch.ones(3, 1, 1, 4, dtype=torch.bool)
+    eval_out = attn.eval()(x, k, v, mask)
+    q = attn.q(x).view(3, 4, 2, 8).transpose(1, 2)
+    sdpa = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(eval_out, attn.out(sdpa.transpose(1, 2).flatten(2)))
+    attn.train()
+    torch.manual_seed(3)
+    train_out = attn(x, k, v, mask)
+    torch.manual_seed(3)
+    torch.testing.assert_close(
+        train_out, attn.out(attention_dropped(q, k, v, mask, False, 0.25).transpose(1, 2).flatten(2))
+    )
+    assert not torch.allclose(train_out, eval_out)

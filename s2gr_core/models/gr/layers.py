@@ -36,20 +36,48 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.devic
     return (words.view(torch.int16)[:n] >= round(p * 65536) - 32768).view(shape)
 
 
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` that draws its CPU mask with :func:`keep_mask`.
+def masks_here(x: torch.Tensor, p: float) -> bool:
+    """Whether dropout p on x draws its mask with :func:`keep_mask`: eager CPU code with 0 < p < 1.
 
     ATen's CPU ``bernoulli_`` is vectorised (MKL) only on Intel CPUs; elsewhere it calls mt19937
     once per element: on this project's AMD EPYC, the mask of a paper-size FFN activation
-    (256 × 32 × 1024) took 35 ms against 5.5 ms here and 1.2 ms for the multiply, and dropout
-    was 15-18% of a training step's CPU time. GPUs and compiled graphs keep ``F.dropout``, whose
-    generators are already parallel.
+    (256 × 32 × 1024) took 35 ms against 5.5 ms with ``keep_mask`` and 1.2 ms for the multiply,
+    and dropout was 15-18% of a training step's CPU time. GPUs and compiled graphs keep
+    ``F.dropout``, whose generators are already parallel.
     """
+    return 0.0 < p < 1.0 and x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
+def dropped(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout of x with a :func:`keep_mask` mask: kept elements scaled by 1 / (1 - p)."""
+    return torch.where(keep_mask(x.shape, p, x.device), x * (1.0 / (1.0 - p)), 0.0)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose mask comes from :func:`keep_mask` where :func:`masks_here` says so."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu" or torch.compiler.is_compiling():
+        if not self.training or not masks_here(x, self.p):
             return super().forward(x)
-        return torch.where(keep_mask(x.shape, self.p, x.device), x * (1.0 / (1.0 - self.p)), 0.0)
+        return dropped(x, self.p)
+
+
+def attention_dropped(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool, p: float
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention`` with dropout p, written out so that the dropout mask of
+    the attention weights comes from :func:`dropped`: q (B, H, T, E), k/v (B, H, S, E), mask
+    broadcastable to (B, H, T, S), True = attend -> (B, H, T, E).
+
+    With dropout, CPU SDPA runs this same math path anyway, and draws its mask with the serial
+    ``bernoulli_`` (at 80 encoder tokens: 256 × 6 × 80 × 80 weights per layer and step).
+    """
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if causal:
+        mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return dropped(scores.softmax(-1), p) @ v
 
 
 class Attention(nn.Module):
@@ -82,8 +110,11 @@ class Attention(nn.Module):
         q = rearrange(self.q(x), "b t (h e) -> b h t e", h=self.heads)
         group = q.shape[0] // k.shape[0]
         q = rearrange(q, "(b g) h t e -> b h (g t) e", g=group)
-        drop = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal)
+        p = self.dropout if self.training else 0.0
+        if masks_here(q, p):
+            out = attention_dropped(q, k, v, mask, causal, p)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
         return self.out(rearrange(out, "b h (g t) e -> (b g) t (h e)", g=group))
 
 
