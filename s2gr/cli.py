@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 from s2gr import env
 
@@ -52,16 +54,33 @@ def cmd_stages(_: argparse.Namespace) -> int:
 
 
 def cmd_params(_: argparse.Namespace) -> int:
-    from s2gr_core.config import describe, load_params
+    from s2gr_core.config import ConfigError, describe, load_params
 
     root = env.find_root()
-    params = load_params(root / "params.yaml")
+    try:
+        params = load_params(root / "params.yaml")
+    except ConfigError as exc:  # the same clean message a stage prints, naming the key and value
+        print(f"s2gr: error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
     for key, help_text in describe():
         section, _, field = key.partition(".")
         value = params.section(section)[field]
         print(f"{key} = {value!r}")
         print(textwrap.indent(textwrap.fill(help_text, 90), "    "))
     return 0
+
+
+def _record_failure(run: Any, error: str, artifacts: list[Path]) -> None:
+    """Mark the stage's MLflow run failed; a tracking fault here must not hide the stage's own error."""
+    try:
+        run.set_tags({"error": error})
+        run.log_artifacts(artifacts)
+        run.close(ok=False)
+    except Exception as exc:
+        print(
+            f"[{run.stage}] warning: could not record the failure in MLflow: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
@@ -82,10 +101,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
     track = os.environ.get("S2GR_TRACKING", "on").lower() not in ("off", "0", "false") and not args.no_track
     run = None
     if track:
-        from s2gr.tracking import StageRun
+        from s2gr.tracking import StageRun, check_tracking, tracking_uri
 
         logged = {key: _param_value(params, key) for key in stage.params}
-        run = StageRun(root, stage.name, logged, params.tracking.experiment, params.data.name)
+        try:
+            check_tracking(root)
+            run = StageRun(root, stage.name, logged, params.tracking.experiment, params.data.name)
+        except Exception as exc:  # nothing has run yet: a transient fault, worth a retry (exit 3)
+            print(
+                f"[{stage.name}] FAILED before it started: MLflow tracking ({tracking_uri(root)}): {exc}",
+                file=sys.stderr,
+            )
+            return EXIT_ERROR
     started = time.time()
     print(f"[{stage.name}] {stage.help}", flush=True)
     try:
@@ -93,9 +120,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     except StageFailed as exc:
         print(f"[{stage.name}] FAILED: {exc}", file=sys.stderr)
         if run is not None:
-            run.set_tags({"error": str(exc)})
-            run.log_artifacts(exc.artifacts)
-            run.close(ok=False)
+            _record_failure(run, str(exc), exc.artifacts)
         return EXIT_REJECTED
     except Exception as exc:
         # Bad input raises typed errors (DataFormatError, ValueError) whose message names the
@@ -103,8 +128,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         # rejected (retrying cannot help); 3 = anything else (the flow may retry it).
         print(f"[{stage.name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
         if run is not None:
-            run.set_tags({"error": f"{type(exc).__name__}: {exc}"})
-            run.close(ok=False)
+            _record_failure(run, f"{type(exc).__name__}: {exc}", [])
         if os.environ.get("S2GR_DEBUG"):
             raise
         return EXIT_REJECTED if isinstance(exc, ValueError) else EXIT_ERROR
@@ -117,10 +141,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
             run.log_artifacts(result.artifacts + [root / p for p in stage.metrics.values()])
             if result.model is not None:
                 run.log_model(result.model)
+            run.close(ok=True)
         except Exception as exc:  # the stage's outputs are good: keep them, say what was not logged
             print(f"[{stage.name}] warning: MLflow logging incomplete: {type(exc).__name__}: {exc}", file=sys.stderr)
-            run.set_tags({"tracking_error": f"{type(exc).__name__}: {exc}"})
-        run.close(ok=True)
+            with contextlib.suppress(Exception):
+                run.set_tags({"tracking_error": f"{type(exc).__name__}: {exc}"})
+                run.close(ok=True)
     where = f"; MLflow run {run.run_id} (parent {run.parent.run_id})" if run is not None else ""
     print(f"[{stage.name}] done in {elapsed:.1f}s: {result.summary}{where}", flush=True)
     return 0
@@ -256,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one pipeline stage (what dvc.yaml calls)",
         description="Run one stage: read its declared inputs, write its declared outputs atomically, "
         "log a nested MLflow run. Exit status: 1 when the stage rejects its input (outputs of the last "
-        "good run are kept), 2 for a usage or configuration error, 3 for any other failure.\n\nstages:\n"
-        + _stage_table(),
+        "good run are kept), 2 for a usage or configuration error, 3 for any other failure (a crash, "
+        "the MLflow tracking server not answering: worth a retry).\n\nstages:\n" + _stage_table(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", choices=[s.name for s in STAGES], metavar="NAME", help="stage name (see below)")

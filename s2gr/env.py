@@ -20,6 +20,15 @@ TELEMETRY_OFF = {
     "GX_ANALYTICS_ENABLED": "false",
 }
 
+# MLflow's HTTP client retries 7 times with exponential backoff and a 120 s timeout: a tracking
+# server that is down held a stage for minutes. A stage logs little; fail within seconds instead
+# and let the caller (Prefect) retry the stage.
+TRACKING_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
 ROOT_ENV = "S2GR_ROOT"
 
 
@@ -39,7 +48,7 @@ def find_root(start: Path | None = None) -> Path:
 
 
 def configure(root: Path | None = None) -> None:
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **TRACKING_HTTP}.items():
         os.environ.setdefault(key, value)
     if root is not None:
         os.environ.setdefault("PREFECT_HOME", str(root / ".prefect"))

@@ -16,7 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,6 +28,11 @@ from typing import Any
 
 PARENT_ENV = "S2GR_MLFLOW_PARENT_RUN_ID"
 MAX_PARAM_LEN = 6000
+HEALTH_TIMEOUT_S = 5.0
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store does not answer: a transient fault, worth retrying the stage."""
 
 
 def tracking_root(root: Path) -> Path:
@@ -34,6 +42,28 @@ def tracking_root(root: Path) -> Path:
 
 def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tracking_root(root) / 'mlflow.db'}"
+
+
+def check_tracking(root: Path, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """Raise :class:`TrackingUnavailable`, naming the URI, when a tracking server does not answer
+    its ``/health`` endpoint within ``timeout`` seconds (file and SQLite stores are not checked)."""
+    uri = tracking_uri(root)
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = f"{uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            if resp.status == 200:
+                return
+            reason = f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise TrackingUnavailable(
+        f"MLflow tracking server {uri} is not answering ({url}: {reason}). Start it or point "
+        "MLFLOW_TRACKING_URI elsewhere, or run without logging (S2GR_TRACKING=off)"
+    )
 
 
 def _quiet() -> None:
@@ -205,6 +235,7 @@ class StageRun:
         from mlflow.entities import Param
 
         self.root, self.stage = root, stage
+        self.curves_lost: int | None = None  # the step at which per-step logging failed
         self.mlf = client(root)
         self.parent = find_or_create_parent(self.mlf, root, experiment, dataset)
         tags = {**base_tags(root, dataset), "stage": stage, "mlflow.parentRunId": self.parent.run_id}
@@ -215,13 +246,30 @@ class StageRun:
         self.started = time.time()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Per-step curves (e.g. one point per epoch) on the stage run: the Reporter hook."""
+        """Per-step curves (e.g. one point per epoch) on the stage run: the Reporter hook.
+
+        A tracking fault in the middle of a stage does not stop the stage (its outputs are the
+        product, written atomically, and its metrics file keeps every number): the first failure
+        is printed, later curve points are skipped, and the end of the stage tries MLflow again.
+        """
         from mlflow.entities import Metric
 
+        if self.curves_lost is not None:
+            return
         now = int(time.time() * 1000)
         batch = [Metric(k, v, now, step) for k, v in _numeric(metrics).items()]
-        if batch:
+        if not batch:
+            return
+        try:
             self.mlf.log_batch(self.run_id, metrics=batch)
+        except Exception as exc:
+            self.curves_lost = step
+            print(
+                f"[{self.stage}] warning: MLflow stopped answering at step {step} ({type(exc).__name__}: {exc}); "
+                "the stage goes on, its curves from here on are not logged",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def log_summary(self, metrics: dict[str, float]) -> None:
         """Final metrics on the stage run, and copies on the parent prefixed by stage, so one
@@ -267,6 +315,8 @@ class StageRun:
             self.mlf.set_tag(self.run_id, k, str(v)[:5000])
 
     def close(self, ok: bool) -> None:
+        if self.curves_lost is not None:
+            self.mlf.set_tag(self.run_id, "tracking_error", f"per-step curves not logged from step {self.curves_lost}")
         self.log_summary({"duration_s": round(time.time() - self.started, 3)})
         status = "FINISHED" if ok else "FAILED"
         self.mlf.set_terminated(self.run_id, status=status)

@@ -3,6 +3,11 @@
 A write goes to a temporary sibling (same directory, so the final ``os.replace``
 is an atomic rename on one filesystem) and is renamed over the target only when
 complete. A crash or an exception leaves the previous output untouched.
+
+The temporary sibling is named ``.<target>.<pid>.<random>.tmp``. A process killed
+mid-write (SIGKILL, power loss) cannot clean up, so the next write of the same
+target removes the siblings of dead processes first, and restores a directory
+output that was moved aside for its swap but never replaced.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +29,46 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+class OutputWriteError(OSError):
+    """An output could not be written (disk full, quota, read-only); the message names it."""
+
+
+FAULT_ENV = "S2GR_FAULT"  # fault injection for tests: "NAME:N" SIGKILLs before the N-th publish of NAME
+_publishes: dict[str, int] = {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def recover(target: str | Path) -> None:
+    """Clean up after writers of ``target`` that died mid-write: their temporary siblings go,
+    and a directory output they had moved aside but not yet replaced is put back."""
+    target = Path(target)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = stale.name[len(target.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        backup = stale / f"{target.name}.old"
+        if backup.exists() and not target.exists():
+            os.replace(backup, target)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _injected_fault(target: Path) -> None:
+    name, _, count = os.environ.get(FAULT_ENV, "").rpartition(":")
+    if name == target.name:
+        _publishes[name] = _publishes.get(name, 0) + 1
+        if _publishes[name] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it over ``target`` on success.
@@ -31,12 +77,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    recover(target)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     tmp = tmp_dir / target.name
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:  # disk full, file too large, read-only: name the output, not a temp path
+            raise OutputWriteError(f"{target}: cannot write it ({exc}); the previous output is kept") from exc
         if not tmp.exists():
             raise FileNotFoundError(f"atomic write of {target} produced nothing")
+        _injected_fault(target)
         if tmp.is_dir() and target.exists():
             # Directories cannot be os.replace'd over a non-empty one: swap via a backup.
             backup = tmp_dir / f"{target.name}.old"

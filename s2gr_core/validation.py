@@ -140,7 +140,12 @@ class _Suite:
         self.items.append((expectation, rule, severity))
 
 
-def _interaction_suite(n_users: int, n_items: int, item_keys: list[str]) -> _Suite:
+def _interaction_suite(
+    n_users: int, n_items: int, item_keys: list[str], has_timestamps: bool = False, has_ratings: bool = False
+) -> _Suite:
+    """``has_timestamps`` / ``has_ratings``: the file carries that column for some rows (MovieLens
+    does, P5 Beauty does not), so every row must: a row without a timestamp would be sorted to
+    the end of its user's sequence without a word."""
     import great_expectations.expectations as E
 
     s = _Suite("interactions", ["source_line", "user_key", "item_key"])
@@ -162,6 +167,21 @@ def _interaction_suite(n_users: int, n_items: int, item_keys: list[str]) -> _Sui
     s.add(E.ExpectColumnValuesToBeBetween(column="position", min_value=0), "positions must be >= 0")
     s.add(E.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "position"]), "(user_id, position) must be unique")
     s.add(E.ExpectColumnValuesToBeInSet(column="item_key", value_set=item_keys), "values must exist in items.item_key")
+    if has_timestamps:
+        s.add(
+            E.ExpectColumnValuesToNotBeNull(column="timestamp"),
+            "every row needs a timestamp when the file has them (sequences are ordered by it)",
+        )
+        s.add(
+            E.ExpectColumnValuesToBeBetween(column="timestamp", min_value=0), "timestamps (Unix seconds) must be >= 0"
+        )
+    if has_ratings:
+        # ratings are not used by the models (implicit feedback), so a gap is reported, not fatal
+        s.add(
+            E.ExpectColumnValuesToNotBeNull(column="rating"),
+            "every row should have a rating when the file has them",
+            WARNING,
+        )
     return s
 
 
@@ -283,7 +303,9 @@ def validate_tables(
     n_users = int(interactions["user_key"].nunique()) if "user_key" in interactions else 0
     item_keys = items["item_key"].dropna().astype(str).unique().tolist() if "item_key" in items else []
 
-    checks = _run_suite(context, _interaction_suite(n_users, n_items, item_keys), interactions, cfg.max_examples)
+    present = {c: c in interactions and bool(interactions[c].notna().any()) for c in ("timestamp", "rating")}
+    suite = _interaction_suite(n_users, n_items, item_keys, present["timestamp"], present["rating"])
+    checks = _run_suite(context, suite, interactions, cfg.max_examples)
     checks += _run_suite(
         context, _item_suite(n_items, WARNING if cfg.empty_text == "warn" else CRITICAL), items, cfg.max_examples
     )

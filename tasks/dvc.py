@@ -17,14 +17,19 @@ from typing import Any
 from prefect import get_run_logger, task
 
 # `s2gr stage` exits 1 when it rejects its input (bad data, bad config): retrying
-# cannot help. Any other failure (a crash, a locked database) is worth a retry.
+# cannot help. Any other failure (a crash, tracking down: exit 3; DVC's own errors such as
+# another `dvc repro` holding the lock) is worth a retry.
 REJECTED_INPUT = 1
 
 
 class StageError(RuntimeError):
-    def __init__(self, stage: str, exit_code: int | None, tail: str):
+    """``exit_code``: the stage command's own exit status, or None when DVC failed before or
+    around it (``dvc_code`` is then DVC's)."""
+
+    def __init__(self, stage: str, exit_code: int | None, tail: str, dvc_code: int | None = None):
         self.stage, self.exit_code = stage, exit_code
-        super().__init__(f"stage {stage!r} failed (exit {exit_code}):\n{tail}")
+        how = f"exit {exit_code}" if exit_code is not None else f"dvc exit {dvc_code}, the stage did not finish"
+        super().__init__(f"stage {stage!r} failed ({how}):\n{tail}")
 
 
 def stage_order(root: Path, until: str | None = None) -> list[str]:
@@ -91,6 +96,6 @@ def run_dvc_stage(stage: str, root: str, parent_run_id: str | None = None, force
     output = "\n".join(lines)
     if code != 0:
         match = re.search(r"exited with (\d+)", output)
-        raise StageError(stage, int(match.group(1)) if match else code, "\n".join(lines[-25:]))
+        raise StageError(stage, int(match.group(1)) if match else None, "\n".join(lines[-25:]), dvc_code=code)
     status = "skipped" if f"Stage '{stage}' didn't change" in output else "ran"
     return {"stage": stage, "status": status, "seconds": round(time.time() - started, 2)}

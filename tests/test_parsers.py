@@ -107,7 +107,11 @@ def test_beauty_maps_must_have_id2item(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("keys", "expected"),
-    [(["10", "9", "100"], ["9", "10", "100"]), (["B2", "A1", "10"], ["10", "A1", "B2"])],
+    [
+        (["10", "9", "100"], ["9", "10", "100"]),
+        (["B2", "A1", "10"], ["10", "A1", "B2"]),
+        (["9" * 30, "12", "7", "007"], ["007", "7", "12", "9" * 30]),  # no int64 overflow; ties by key
+    ],
 )
 def test_key_sort_order(keys: list[str], expected: list[str]) -> None:
     assert key_sort_order(pd.Series(keys, dtype="string")).tolist() == expected
@@ -116,3 +120,55 @@ def test_key_sort_order(keys: list[str], expected: list[str]) -> None:
 @pytest.mark.parametrize(("raw", "clean"), [("A &amp; B", "A & B"), ("  x \t y ", "x y"), ("", None), (None, None)])
 def test_clean_text(raw: str | None, clean: str | None) -> None:
     assert clean_text(raw) == clean
+
+
+def spreadsheet_export(path: Path) -> None:
+    """Rewrite a text file as a spreadsheet exports it: UTF-8 byte-order mark, CRLF line endings."""
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "write", "files"),
+    [
+        (movielens, write_ml100k, ["ml-100k.inter", "ml-100k.item"]),
+        (beauty, write_beauty, ["sequential_data.txt", "datamaps.json", "Amazon_Beauty.item"]),
+    ],
+    ids=["ml-100k", "amazon-beauty"],
+)
+def test_a_bom_and_crlf_parse_to_the_same_tables(tmp_path: Path, dataset, write, files: list[str]) -> None:
+    clean = dataset.parse(write(tmp_path / "clean"))
+    exported = write(tmp_path / "exported")
+    for name in files:
+        spreadsheet_export(exported / name)
+    got = dataset.parse(exported)
+    pd.testing.assert_frame_equal(got.interactions, clean.interactions)
+    pd.testing.assert_frame_equal(got.items, clean.items)
+
+
+@pytest.mark.parametrize(
+    ("name", "garble", "message"),
+    [
+        ("ml-100k.inter", lambda b: b[:40] + b"\x80" + b[40:], r"ml-100k.inter: byte 40 \(0x80, line 1\) is not UTF-8"),
+        ("ml-100k.item", lambda b: b.replace(b"Movie 2", b"Movi\xe9 2"), r"ml-100k.item: byte \d+ \(0xe9, line 3\)"),
+        (
+            "ml-100k.inter",
+            lambda b: b.decode().encode("utf-16"),
+            r"ml-100k.inter: starts with a UTF-16 byte-order mark",
+        ),
+        ("ml-100k.item", lambda b: bytes(range(256)) * 4, r"ml-100k.item: byte 128 \(0x80, line 2\) is not UTF-8"),
+    ],
+    ids=["stray-byte", "latin-1", "utf-16", "binary"],
+)
+def test_undecodable_text_names_file_byte_and_encoding(tmp_path: Path, name: str, garble, message: str) -> None:
+    folder = write_ml100k(tmp_path / "ml")
+    (folder / name).write_bytes(garble((folder / name).read_bytes()))
+    with pytest.raises(DataFormatError, match=message + r".*expected UTF-8") as err:
+        movielens.parse(folder)
+    assert "UnicodeDecodeError" not in str(err.value)
+
+
+def test_undecodable_beauty_sequences_name_the_file(tmp_path: Path) -> None:
+    folder = write_beauty(tmp_path / "b")
+    (folder / "sequential_data.txt").write_bytes(b"1 1 2 3\n2 4 \xff 6\n")
+    with pytest.raises(DataFormatError, match=r"sequential_data.txt: byte 12 \(0xff, line 2\) is not UTF-8"):
+        beauty.parse(folder)

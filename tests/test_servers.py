@@ -55,26 +55,56 @@ def cli(cmd: list[str], root: Path, env: dict[str, str], timeout: float = 300) -
     return output
 
 
+def mlflow_server_cmd(port: int, store: Path) -> list[str]:
+    """A real MLflow tracking server on 127.0.0.1 with its SQLite store and artifacts under ``store``."""
+    return [
+        str(BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow-server.db'}",
+        "--artifacts-destination",
+        str(store / "mlflow-artifacts"),
+    ]
+
+
+def test_stages_against_a_tracking_server_that_stops_and_comes_back(project: Path, tmp_path: Path) -> None:
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    env = project_env(project, MLFLOW_TRACKING_URI=uri)
+    s2gr = str(BIN / "s2gr")
+    with server(mlflow_server_cmd(port, tmp_path), f"{uri}/health", env, tmp_path / "mlflow.log"):
+        cli([s2gr, "stage", "fetch"], project, env)
+    # down: the next stage refuses to start within seconds, as a transient fault (exit 3), and writes nothing
+    started = time.time()
+    proc = subprocess.run([s2gr, "stage", "ingest"], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert time.time() - started < 30
+    assert f"MLflow tracking server {uri} is not answering" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (project / "data" / "staged").exists()
+    # back (same store): the retried stage runs and both stages are on record
+    with server(mlflow_server_cmd(port, tmp_path), f"{uri}/health", env, tmp_path / "mlflow-2.log"):
+        cli([s2gr, "stage", "ingest"], project, env)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        runs = client.search_runs([client.get_experiment_by_name("s2gr").experiment_id])
+        stages = {r.data.tags.get("stage"): r.info.status for r in runs if r.data.tags.get("stage")}
+        assert stages == {"fetch": "FINISHED", "ingest": "FINISHED"}
+
+
 def test_scheduled_deployment_runs_on_worker_and_logs_to_mlflow_server(project: Path, tmp_path: Path) -> None:
     for pkg in ("flows", "tasks"):  # the deployment's entrypoint lives in the project
         shutil.copytree(REPO / pkg, project / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     ml_port, pf_port = free_port(), free_port()
     env = project_env(project, PREFECT_HOME=str(tmp_path / "prefect-server-home"))
     ml_uri, pf_api = f"http://127.0.0.1:{ml_port}", f"http://127.0.0.1:{pf_port}/api"
-    mlflow_cmd = [
-        str(BIN / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(ml_port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{tmp_path / 'mlflow-server.db'}",
-        "--artifacts-destination",
-        str(tmp_path / "mlflow-artifacts"),
-    ]
+    mlflow_cmd = mlflow_server_cmd(ml_port, tmp_path)
     prefect_cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pf_port)]
     with (
         server(mlflow_cmd, f"{ml_uri}/health", env, tmp_path / "mlflow.log"),

@@ -23,6 +23,7 @@ from s2gr_core.data.tables import (
     item_text,
     key_sort_order,
     read_atomic_file,
+    read_text,
     to_number,
 )
 
@@ -79,10 +80,8 @@ def parse_items(path: Path) -> pd.DataFrame:
 
 
 def load_maps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    if not path.is_file():
-        raise DataFormatError(f"{path}: file not found")
     try:
-        maps = json.loads(path.read_text(encoding="utf-8"))
+        maps = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise DataFormatError(f"{path}: not valid JSON ({exc})") from exc
     missing = [k for k in ("id2item", "id2user") if not isinstance(maps.get(k), dict)]
@@ -93,29 +92,27 @@ def load_maps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def parse_sequences(path: Path, id2item: dict[str, str], id2user: dict[str, str]) -> pd.DataFrame:
     """One row per (user, position) from ``user item item ...`` lines."""
-    if not path.is_file():
-        raise DataFormatError(f"{path}: file not found")
+    text = read_text(path)
     users: list[str] = []
     item_ids: list[str] = []
     positions: list[int] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            if not all(t.isdigit() for t in tokens):
-                raise DataFormatError(
-                    f"{path}: line {line_no}: expected space-separated integers "
-                    f"'user_id item_id ...', got {line.strip()[:80]!r}"
-                )
-            user, *seq = tokens
-            if user not in id2user:
-                raise DataFormatError(f"{path}: line {line_no}: user id {user} is not in datamaps.json id2user")
-            users += [id2user[user]] * len(seq)
-            item_ids += seq
-            positions += range(len(seq))
-            lines += [line_no] * len(seq)
+    for line_no, line in enumerate(text.split("\n"), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        if not all(t.isdigit() for t in tokens):
+            raise DataFormatError(
+                f"{path}: line {line_no}: expected space-separated integers "
+                f"'user_id item_id ...', got {line.strip()[:80]!r}"
+            )
+        user, *seq = tokens
+        if user not in id2user:
+            raise DataFormatError(f"{path}: line {line_no}: user id {user} is not in datamaps.json id2user")
+        users += [id2user[user]] * len(seq)
+        item_ids += seq
+        positions += range(len(seq))
+        lines += [line_no] * len(seq)
     if not lines:
         raise DataFormatError(f"{path}: file is empty (expected one 'user_id item_id ...' line per user)")
     unknown = sorted({i for i in item_ids if i not in id2item}, key=int)

@@ -39,13 +39,25 @@ class FetchResult:
 
 
 def find_local_copy(spec: DatasetSpec, source_dir: Path | None) -> Path | None:
-    """The folder ``source_dir/<name>`` if it holds every file of the dataset."""
+    """The folder ``source_dir/<name>``, or None when there is no such folder.
+
+    A folder that exists is the user's copy, so one that lacks a file of the dataset is an error
+    naming the folder and the file: falling back to the public download would drop the user's
+    data without a word.
+    """
     if source_dir is None:
         return None
     folder = source_dir / spec.name
-    if folder.is_dir() and all((folder / f).is_file() for f in spec.files):
-        return folder
-    return None
+    if not folder.is_dir():
+        return None
+    missing = sorted(f for f in spec.files if not (folder / f).is_file())
+    if missing:
+        raise FetchError(
+            f"{folder}: the local copy of {spec.name} lacks {', '.join(missing)} (it needs {sorted(spec.files)}); "
+            f"add the missing file(s), or remove or rename the folder to use "
+            f"{'the public download' if spec.wheel else 'another data directory'}"
+        )
+    return folder
 
 
 def download_wheel(requirement: str, dest: Path) -> Path:

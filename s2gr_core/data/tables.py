@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +65,16 @@ class Tables:
 
 
 def key_sort_order(keys: pd.Series) -> pd.Series:
-    """Sorted unique keys: numerically when every key is an integer, else lexicographically."""
+    """Sorted unique keys: numerically when every key is an integer, else lexicographically.
+
+    Integers of any size (a 30-digit id does not overflow): by digit count, then digits,
+    leading zeros ignored, then the key itself ("007" before "7"), so the order never
+    depends on the file's.
+    """
     unique = pd.Series(keys.dropna().unique(), dtype="string")
     if len(unique) and unique.str.fullmatch(r"\d+").all():
-        return unique.iloc[np.argsort(unique.astype("int64").to_numpy(), kind="stable")].reset_index(drop=True)
+        numeric = sorted(unique.tolist(), key=lambda k: (len(k.lstrip("0")), k.lstrip("0"), k))
+        return pd.Series(numeric, dtype="string")
     return unique.sort_values(kind="stable").reset_index(drop=True)
 
 
@@ -100,6 +107,34 @@ def item_text(title: str | None, fields: dict[str, str | None]) -> str:
     return " ".join(parts)
 
 
+ENCODING = "UTF-8"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_text(path: Path) -> str:
+    """A raw file's text under the project's encoding policy: UTF-8, a leading byte-order mark
+    dropped (what spreadsheet exports write), line endings left to the parser (CRLF is read as LF).
+
+    Anything else raises :class:`DataFormatError` naming the file, the byte offset and the
+    expected encoding, e.g. ``ratings.inter: byte 128 (0x80) is not UTF-8 …``.
+    """
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    data = path.read_bytes()
+    if data.startswith(UTF16_BOMS):
+        raise DataFormatError(
+            f"{path}: starts with a UTF-16 byte-order mark; expected {ENCODING} text (re-save it as {ENCODING})"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataFormatError(
+            f"{path}: byte {exc.start} (0x{data[exc.start]:02x}, line {line}) is not {ENCODING}: {exc.reason}; "
+            f"expected {ENCODING} text (a byte-order mark is accepted)"
+        ) from None
+
+
 def read_atomic_file(path: Path, required: list[str], quoted: bool = False) -> pd.DataFrame:
     """Read a RecBole atomic file (tab-separated, typed header ``name:type``) as strings.
 
@@ -108,10 +143,8 @@ def read_atomic_file(path: Path, required: list[str], quoted: bool = False) -> p
     :class:`DataFormatError` naming the file for an empty file, a wrong
     delimiter, missing columns or a malformed row.
     """
-    if not path.is_file():
-        raise DataFormatError(f"{path}: file not found")
-    with open(path, encoding="utf-8", newline="") as fh:
-        header_line = fh.readline().rstrip("\r\n")
+    text = read_text(path)
+    header_line = text.split("\n", 1)[0].rstrip("\r")
     if not header_line.strip():
         raise DataFormatError(f"{path}: file is empty (expected a tab-separated header line)")
     header = [h.split(":", 1)[0] for h in header_line.split("\t")]
@@ -124,7 +157,7 @@ def read_atomic_file(path: Path, required: list[str], quoted: bool = False) -> p
         raise DataFormatError(f"{path}: missing column(s) {missing} in header (found: {header})")
     rows: list[list[str]] = []
     lines: list[int] = []
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(text, newline="") as fh:
         reader = csv.reader(fh, delimiter="\t", quotechar='"', quoting=csv.QUOTE_MINIMAL if quoted else csv.QUOTE_NONE)
         next(reader)
         for record in reader:

@@ -11,6 +11,8 @@ from s2gr_core.stages.base import NullReporter, Reporter, Stage, StageFailed, St
 from s2gr_core.stages.lineage import config_fingerprint
 
 RAW = "data/raw"
+# ingest writes the staged tables; only the validate gate publishes them as the processed ones
+STAGED_INTERACTIONS, STAGED_ITEMS = "data/staged/interactions.parquet", "data/staged/items.parquet"
 INTERACTIONS = "data/processed/interactions.parquet"
 ITEMS = "data/processed/items.parquet"
 VALIDATION_REPORT = "reports/validation.json"
@@ -76,18 +78,25 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="ingest",
         fn="s2gr_core.stages.data:ingest_stage",
-        help="Parse raw files into typed Parquet tables: interactions and items (deterministic ids).",
+        help="Parse raw files into typed Parquet tables, staged for the gate: interactions and items "
+        "(deterministic ids).",
         deps={"raw": RAW},
-        outs={"interactions": INTERACTIONS, "items": ITEMS},
+        outs={"interactions": STAGED_INTERACTIONS, "items": STAGED_ITEMS},
         params=("data.name",),
         code=("s2gr_core/data", IO),
     ),
     Stage(
         name="validate",
         fn="s2gr_core.stages.data:validate_stage",
-        help="Great Expectations gate on interactions and items; fails the pipeline on bad data.",
-        deps={"interactions": INTERACTIONS, "items": ITEMS},
-        outs={"report": VALIDATION_REPORT, "summary": "reports/validation.md"},
+        help="Great Expectations gate on the staged tables; publishes them as data/processed only if they "
+        "pass, else fails the pipeline and keeps the last good tables.",
+        deps={"staged_interactions": STAGED_INTERACTIONS, "staged_items": STAGED_ITEMS},
+        outs={
+            "interactions": INTERACTIONS,
+            "items": ITEMS,
+            "report": VALIDATION_REPORT,
+            "summary": "reports/validation.md",
+        },
         params=("validate",),
         metrics={"metrics": "metrics/validation.json"},
         code=("s2gr_core/validation.py", IO),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ from s2gr_core.config import Params, data_source_dir
 from s2gr_core.data import get_dataset
 from s2gr_core.data.fetch import fetch, read_manifest
 from s2gr_core.data.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
-from s2gr_core.io import write_json, write_parquet, write_text
+from s2gr_core.io import atomic_path, write_json, write_parquet, write_text
 from s2gr_core.split import EVAL_SCHEMA, TRAIN_SCHEMA, leave_one_out, split_stats
 from s2gr_core.stages.base import StageFailed, StageResult
 from s2gr_core.validation import validate_tables
@@ -31,7 +32,8 @@ def fetch_stage(params: Params, *, raw: Path) -> StageResult:
 
 
 def ingest_stage(params: Params, *, raw: Path, interactions: Path, items: Path) -> StageResult:
-    """Parse raw files into the typed ``interactions`` and ``items`` Parquet tables."""
+    """Parse raw files into the typed ``interactions`` and ``items`` Parquet tables, staged for the
+    validate gate (downstream stages read only what the gate published)."""
     manifest = read_manifest(raw)
     if manifest.get("dataset") != params.data.name:
         raise StageFailed(
@@ -49,17 +51,28 @@ def ingest_stage(params: Params, *, raw: Path, interactions: Path, items: Path) 
 
 
 def validate_stage(
-    params: Params, *, interactions: Path, items: Path, report: Path, summary: Path, metrics: Path
+    params: Params,
+    *,
+    staged_interactions: Path,
+    staged_items: Path,
+    interactions: Path,
+    items: Path,
+    report: Path,
+    summary: Path,
+    metrics: Path,
 ) -> StageResult:
-    """Great Expectations gate. On failure: exit non-zero, keep the last good outputs.
+    """Great Expectations gate on the staged tables; only tables that pass are published.
 
-    The failing report goes to ``validation_failed.{json,md}`` beside ``report``
+    On success the staged tables become ``interactions`` / ``items`` (what every later stage
+    reads). On failure: exit non-zero and keep the last good processed tables and reports, so
+    a rejected drop changes nothing downstream and ``dvc status`` shows the gate as the stage
+    to re-run. The failing report goes to ``validation_failed.{json,md}`` beside ``report``
     (and to MLflow), never over the last passing one.
     """
     spec = get_dataset(params.data.name)
     rep = validate_tables(
-        _scalar_columns(pd.read_parquet(interactions)),
-        _scalar_columns(pd.read_parquet(items)),
+        _scalar_columns(pd.read_parquet(staged_interactions)),
+        _scalar_columns(pd.read_parquet(staged_items)),
         params.validate,
         spec.name,
         spec.sources,
@@ -75,6 +88,9 @@ def validate_stage(
             f"Full report: {failed_md}. Downstream stages were not run; their last good outputs are kept.",
             artifacts=[failed_json, failed_md],
         )
+    for staged, published in ((staged_items, items), (staged_interactions, interactions)):
+        with atomic_path(published) as tmp:
+            shutil.copyfile(staged, tmp)
     failed_json.unlink(missing_ok=True)
     failed_md.unlink(missing_ok=True)
     write_json(rep.to_dict(), report)

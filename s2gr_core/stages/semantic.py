@@ -71,8 +71,7 @@ def embed_stage(params: Params, *, items: Path, embeddings: Path, metrics: Path)
             "encoder": cfg.encoder,
             "items": len(frame),
             "dim": int(matrix.shape[1]),
-            "seconds": round(time.time() - started, 3),
-        }
+        }  # no timings in a data output: its hash would change on every run (the metrics file has them)
         with atomic_path(embeddings) as tmp:
             tmp.mkdir()
             np.save(tmp / "embeddings.npy", matrix)
