@@ -1,9 +1,9 @@
 """Fault injection: stages SIGKILLed mid-run, then `dvc repro` again; a second `dvc repro` at once.
 
-Every stage that writes outputs is killed just before it publishes one (``S2GR_FAULT``, see
-``s2gr_core.io``): the last good outputs must survive byte for byte, nothing half-written may
-appear, and the re-run must end byte-identical to the uninterrupted run (training resumes from
-its last checkpoint instead of starting over).
+Every kind of stage that writes outputs (data, embedding, codebook, SIDs, each trainer, evaluation)
+is killed just before it publishes one (``S2GR_FAULT``, see ``s2gr_core.io``): the last good outputs
+must survive byte for byte, nothing half-written may appear, and the re-run must end byte-identical
+to the uninterrupted run (training resumes from its last checkpoint instead of starting over).
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ KILLS = [
     ("codebook", "codebook", 1),
     ("sids", "sids", 1),
     ("train_sasrec", "last.pt", 3),  # after two epochs' checkpoints
+    ("train_tiger", "last.pt", 2),  # after the first epoch's checkpoint (the tiny budget is 2 epochs)
+    ("train_s2gr", "last.pt", 2),
     ("evaluate_sasrec", "sasrec_per_user.parquet", 1),
 ]
+RESUMED = {"train_sasrec": 2, "train_tiger": 1, "train_s2gr": 1}  # the epoch each re-run resumes from
 # deterministic outputs compared byte for byte (model checkpoints record timings, so not those)
-OUTPUTS = ("data/split", "data/embed", "data/sids", "models/codebook/codebook.pt", "predictions/sasrec", "reports/eval")
+OUTPUTS = ("data/split", "data/embed", "data/sids", "models/codebook/codebook.pt", "predictions", "reports/eval")
 
 
 def temporary(path: Path) -> bool:
@@ -55,7 +58,11 @@ def dvc(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
 
 
 def test_killed_stages_lose_nothing_and_resume_to_the_same_bytes(project: Path) -> None:
-    first = dvc(project, "repro", "evaluate_sasrec", "sids")
+    # the very first encoding, killed as it publishes: no embeddings appear, half-written or whole
+    killed = dvc(project, "repro", "embed", **{FAULT_ENV: "embed:1"})
+    assert killed.returncode != 0 and (project / "data" / "processed" / "items.parquet").is_file()
+    assert not (project / "data" / "embed").exists()
+    first = dvc(project, "repro", "evaluate_sasrec", "train_tiger", "train_s2gr")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     reference = digests(project)
     assert len(reference) >= 10
@@ -67,8 +74,8 @@ def test_killed_stages_lose_nothing_and_resume_to_the_same_bytes(project: Path) 
         assert digests(project) == reference, f"killing {stage} changed a published output"
         again = dvc(project, "repro", "--force", "--single-item", stage)
         assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-        if stage == "train_sasrec":
-            assert "resuming from epoch 2 checkpoint" in again.stdout
+        if stage in RESUMED:
+            assert f"resuming from epoch {RESUMED[stage]} checkpoint" in again.stdout
         assert digests(project) == reference, f"{stage} re-run after a kill differs from the uninterrupted run"
     leftovers = [p for p in project.rglob(".*.tmp") if ".dvc" not in p.parts]  # every re-run cleaned up
     assert not leftovers, leftovers

@@ -170,3 +170,26 @@ def test_corrupt_predictions_fail_evaluation_and_keep_its_outputs(params: Params
     with pytest.raises(StageFailed, match=r"sasrec: .*test.parquet: .* duplicates within a list; e.g. user_id 0"):
         get_stage("evaluate_sasrec").run(params, root)
     assert snapshot(root, ["evaluate_sasrec", "report"]) == before
+
+
+def test_a_crafted_checkpoint_in_any_location_never_runs_and_fails_its_reader_cleanly(
+    params: Params, tmp_path: Path
+) -> None:
+    import torch
+
+    from tests.test_io import Payload
+
+    root = tmp_path / "proj"
+    run_all(params, root)
+    readers = {  # where a checkpoint is read back from, and the stage that reads it
+        "models/codebook/codebook.pt": "sids",
+        "models/sasrec/last.pt": "train_sasrec",
+        "models/tiger/last.pt": "train_tiger",
+        "models/s2gr/last.pt": "train_s2gr",
+    }
+    for checkpoint, stage in readers.items():
+        marker = tmp_path / f"ran-{stage}"
+        torch.save({"model": Payload(marker), "epoch": 1}, root / checkpoint)
+        with pytest.raises(ValueError, match=rf"{checkpoint}: not a checkpoint of plain tensors and values"):
+            get_stage(stage).run(params, root)
+        assert not marker.exists(), f"{checkpoint}: the payload ran"
