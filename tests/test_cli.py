@@ -136,3 +136,23 @@ def test_params_command_names_a_bad_key_without_a_traceback(
     monkeypatch.chdir(tmp_path)
     assert main(["params"]) == 2
     assert "validate.min_user_interactions: must be >= 3 for leave-one-out, got 1" in capsys.readouterr().err
+
+
+def test_a_tracking_loss_mid_stage_is_reported_once_and_the_stage_goes_on(capsys: pytest.CaptureFixture[str]) -> None:
+    from s2gr.tracking import StageRun
+
+    class DownAfterTwo:  # the tracking server answers two calls, then goes away
+        calls = 0
+
+        def log_batch(self, run_id: str, metrics: list) -> None:
+            self.calls += 1
+            if self.calls > 2:
+                raise ConnectionError("Connection refused")
+
+    run = StageRun.__new__(StageRun)  # the run exists already: only its curve logging is under test
+    run.stage, run.run_id, run.curves_lost, run.mlf = "train_tiger", "r1", None, DownAfterTwo()
+    for epoch in range(1, 6):
+        run.log_metrics({"loss": 1.0 / epoch}, epoch)  # never raises
+    assert run.curves_lost == 3 and run.mlf.calls == 3  # nothing more was sent after the failure
+    err = capsys.readouterr().err
+    assert err.count("warning: MLflow stopped answering at step 3 (ConnectionError: Connection refused)") == 1
