@@ -23,7 +23,8 @@ from s2gr_core.data.tables import DataFormatError
 from s2gr_core.stages import StageFailed, get_stage
 from tests.conftest import repo_params
 from tests.fixtures import write_ml100k
-from tests.test_stage_failures import DATA_STAGES, snapshot
+from tests.test_parsers import spreadsheet_export
+from tests.test_stage_failures import DATA_STAGES, run_all, snapshot
 
 INTER, ITEM = "ml-100k.inter", "ml-100k.item"
 Mutation = Callable[[bytes], bytes | None]  # None: delete the file
@@ -57,7 +58,7 @@ def columns(order: list[int]) -> Mutation:
 
 VARIANTS = {
     # harmless: accepted, the same tables and statistics
-    "bom-and-crlf": Variant(INTER, lambda b: b"\xef\xbb\xbf" + b.replace(b"\n", b"\r\n"), None),
+    "bom-and-crlf": Variant(INTER, spreadsheet_export, None),
     "reordered-columns": Variant(INTER, columns([3, 0, 2, 1]), None),
     "extra-column": Variant(INTER, lines(lambda ls: [f"{ls[0]}\tnote:token", *(f"{x}\tok" for x in ls[1:])]), None),
     "trailing-blank-lines": Variant(INTER, lambda b: b + b"\n\n", None),
@@ -95,17 +96,12 @@ def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the fixture's raw data (``datasets/``) and a project after a good run (``proj/``)."""
     base = tmp_path_factory.mktemp("corpus")
     write_ml100k(base / "datasets" / "ml-100k")
-    run_data_stages(base)
+    run_all(params_for(base), base / "proj", DATA_STAGES)
     return base
 
 
 def params_for(base: Path) -> Params:
     return params_from_dict(repo_params(data={"source_dir": str(base / "datasets")}))
-
-
-def run_data_stages(base: Path) -> None:
-    for name in DATA_STAGES:
-        get_stage(name).run(params_for(base), base / "proj")
 
 
 @pytest.mark.parametrize("name", list(VARIANTS))
@@ -121,7 +117,7 @@ def test_bad_input_corpus(name: str, good_run: Path, tmp_path: Path) -> None:
         raw.write_bytes(mutated)
 
     if variant.stage is None:
-        run_data_stages(base)
+        run_all(params_for(base), base / "proj", DATA_STAGES)
         after = snapshot(base / "proj", list(READ_DOWNSTREAM))
         assert after == {k: v for k, v in before.items() if k in after}, f"{name} changed the data"
         return

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import pytest
 
 from s2gr.cli import main
 from tests.conftest import BIN, REPO, project_env
+from tests.test_servers import free_port
 
 
 def test_help_lists_commands_and_stages(capsys: pytest.CaptureFixture[str]) -> None:
@@ -87,10 +87,7 @@ def test_compare_command_on_per_user_files(
 
 
 def test_a_tracking_server_that_is_down_fails_the_stage_fast_as_transient(project: Path) -> None:
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.time()
     proc = subprocess.run(
         [str(BIN / "s2gr"), "stage", "fetch"],

@@ -122,9 +122,9 @@ def test_clean_text(raw: str | None, clean: str | None) -> None:
     assert clean_text(raw) == clean
 
 
-def spreadsheet_export(path: Path) -> None:
-    """Rewrite a text file as a spreadsheet exports it: UTF-8 byte-order mark, CRLF line endings."""
-    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+def spreadsheet_export(data: bytes) -> bytes:
+    """A text file's bytes as a spreadsheet exports them: UTF-8 byte-order mark, CRLF line endings."""
+    return b"\xef\xbb\xbf" + data.replace(b"\n", b"\r\n")
 
 
 @pytest.mark.parametrize(
@@ -139,7 +139,7 @@ def test_a_bom_and_crlf_parse_to_the_same_tables(tmp_path: Path, dataset, write,
     clean = dataset.parse(write(tmp_path / "clean"))
     exported = write(tmp_path / "exported")
     for name in files:
-        spreadsheet_export(exported / name)
+        (exported / name).write_bytes(spreadsheet_export((exported / name).read_bytes()))
     got = dataset.parse(exported)
     pd.testing.assert_frame_equal(got.interactions, clean.interactions)
     pd.testing.assert_frame_equal(got.items, clean.items)
