@@ -42,6 +42,7 @@ from common import (
     worker_run,
 )
 
+CLUSTER_ACC = ("cluster_acc_l1", "cluster_acc_l2", "cluster_acc_l3")
 TIMES = ("seconds_per_epoch", "seconds_to_best", "train_samples_per_s", "inference_users_per_s", "peak_memory_mb")
 
 
@@ -69,8 +70,9 @@ def build_sids(config: dict) -> Path:
     return work
 
 
-def run_one(config: dict, variant: str, seed: int) -> dict:
-    """One variant × seed through the pipeline's own train and evaluate stages."""
+def run_one(config: dict, variant: str, seed: int, validation_only: bool = False) -> dict:
+    """One variant × seed through the pipeline's own train and evaluate stages (train only when
+    ``validation_only``: the result then holds the best epoch's validation signals, no test metrics)."""
     import torch
 
     from s2gr_core.stages import get_stage
@@ -83,14 +85,17 @@ def run_one(config: dict, variant: str, seed: int) -> dict:
     params = override(params, {mode: {**model, **fields}})
     torch.set_float32_matmul_precision(config.get("matmul_precision", "highest"))
     trained = get_stage(f"train_{mode}").run(params, work)
-    get_stage(f"evaluate_{mode}").run(params, work)
     train = json.loads((work / "metrics" / f"train_{mode}.json").read_text())
-    evaluation = json.loads((work / "metrics" / f"eval_{mode}.json").read_text())
+    if validation_only:
+        scores = {"valid": {k.removeprefix("best_valid_"): v for k, v in train.items() if k.startswith("best_valid_")}}
+    else:
+        get_stage(f"evaluate_{mode}").run(params, work)
+        scores = {"test": json.loads((work / "metrics" / f"eval_{mode}.json").read_text())["test"]}
     return {
         "variant": variant,
         "seed": seed,
         "mode": mode,
-        "test": evaluation["test"],
+        **scores,
         "best_valid_ndcg_at_10": train["best_valid_ndcg_at_10"],
         "best_epoch": train["best_epoch"],
         "epochs_run": train["epochs_run"],
@@ -122,6 +127,26 @@ def summarise(results: list[dict]) -> dict[str, dict]:
             "recall_at_10_gain": s["recall_at_10"]["mean"] / t["recall_at_10"]["mean"] - 1,
         }
     return summary
+
+
+def validation_markdown(dataset: str, results: list[dict]) -> str:
+    """The validation-only table: one row per run, lowest validation SID NLL first (the quantity the
+    beam ranks by; the tuning choice), with its per-position CE, N@10 and cluster accuracies."""
+    devices = sorted({r["device"] for r in results})
+    columns = ("sid_nll", "ce_s1", "ce_s2", "ce_s3", "ndcg_at_10", "recall_at_10", *CLUSTER_ACC)
+    lines = [
+        f"# Validation-only runs on {dataset} (device {', '.join(devices)}; the test split was not read)",
+        "",
+        "| variant | seed | " + " | ".join(columns) + " | best/run epochs | s/epoch |",
+        "|" + "---|" * (len(columns) + 4),
+    ]
+    for r in sorted(results, key=lambda r: r["valid"].get("sid_nll", float("inf"))):
+        cells = " | ".join("—" if r["valid"].get(c) is None else f"{r['valid'][c]:.4f}" for c in columns)
+        lines.append(
+            f"| {r['variant']} | {r['seed']} | {cells} | {r['best_epoch']}/{r['epochs_run']} | "
+            f"{r['seconds_per_epoch']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def sasrec_row(dataset: str) -> str | None:
@@ -184,7 +209,10 @@ def log_to_mlflow(results: list[dict], config_path: Path) -> None:
                 "benchmark": config_path.name,
                 **({"stopped_at_epoch": str(r["stopped_at_epoch"])} if "stopped_at_epoch" in r else {}),
             },
-            {**{f"test.{k}": v for k, v in r["test"].items()}, **{k: r[k] for k in (*TIMES, "best_epoch")}},
+            {
+                **{f"{split}.{k}": v for split in ("test", "valid") for k, v in r.get(split, {}).items()},
+                **{k: r[k] for k in (*TIMES, "best_epoch")},
+            },
             {f"{r['mode']}.{k}": v for k, v in r["config"].items() if k != "seed"},
         )
 
@@ -204,11 +232,18 @@ def main() -> int:
         metavar="KEY=VALUE",
         help="override fields of the config's model section, e.g. --set merge_codes=true max_epochs=2",
     )
+    parser.add_argument(
+        "--validation-only",
+        action="store_true",
+        help="train only and tabulate each run's best validation epoch (SID NLL, CE, N@10, cluster accuracy), "
+        "lowest SID NLL first; the test split is not read: a tuning sweep, e.g. --variants sweep-a01 --tag sweep",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = load_config(args.config, args.overrides, "model")
     if args.worker:
-        print("RESULT " + json.dumps(run_one(config, args.worker[0], int(args.worker[1]))), flush=True)
+        result = run_one(config, args.worker[0], int(args.worker[1]), args.validation_only)
+        print("RESULT " + json.dumps(result), flush=True)
         return 0
     unknown = set(args.variants or ()) - set(config["variants"])
     if unknown:
@@ -223,17 +258,22 @@ def main() -> int:
         for variant in args.variants or list(config["variants"]):
             for seed in args.seeds or config["seeds"]:
                 command = [sys.executable, __file__, str(args.config), "--worker", variant, str(seed)]
+                command += ["--validation-only"] if args.validation_only else []
                 mode = config["variants"][variant]["mode"]
                 runs.append(worker_run(shared, f"{variant}-seed{seed}", command, overrides, mode))
         results = run_all(runs, args.jobs, args.deadline)
         for r in results:
-            print(r["variant"], r["seed"], {k: r[k] for k in ("best_epoch", "seconds_per_epoch", "device")}, r["test"])
+            scores = r.get("test", r.get("valid"))
+            print(r["variant"], r["seed"], {k: r[k] for k in ("best_epoch", "seconds_per_epoch", "device")}, scores)
+    validation = all("valid" in r for r in results) and bool(results)
     finish(
         args,
         name,
         results,
-        summarise,
-        lambda runs, summary: markdown(config["dataset"], runs, summary),
+        (lambda runs: {}) if validation else summarise,
+        lambda runs, summary: (
+            validation_markdown(config["dataset"], runs) if validation else markdown(config["dataset"], runs, summary)
+        ),
         lambda runs: log_to_mlflow(runs, args.config),
     )
     return 0
