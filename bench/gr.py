@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -70,11 +71,24 @@ def build_sids(config: dict) -> Path:
     return work
 
 
-def run_one(config: dict, variant: str, seed: int, validation_only: bool = False) -> dict:
+def trained_as_configured(work: Path, mode: str, cfg: Any) -> bool:
+    """Whether ``work`` holds a finished training of ``cfg``: its metrics file, and a published best
+    model trained with the same config (both are written when the stage ends; the SIDs are the
+    config's, checked by build_sids)."""
+    from s2gr_core.io import load_torch
+
+    best, metrics = work / "models" / mode / "best.pt", work / "metrics" / f"train_{mode}.json"
+    return metrics.is_file() and best.is_file() and load_torch(best).get("config") == asdict(cfg)
+
+
+def run_one(config: dict, variant: str, seed: int, validation_only: bool = False, reuse_trained: bool = False) -> dict:
     """One variant × seed through the pipeline's own train and evaluate stages (train only when
-    ``validation_only``: the result then holds the best epoch's validation signals, no test metrics)."""
+    ``validation_only``: the result then holds the best epoch's validation signals, no test metrics;
+    with ``reuse_trained``, a run already trained as configured, e.g. by a validation-only sweep, is
+    evaluated without training again)."""
     import torch
 
+    from s2gr_core.models.common import resolve_device
     from s2gr_core.stages import get_stage
 
     shared, params = semantic_params(config)
@@ -84,7 +98,12 @@ def run_one(config: dict, variant: str, seed: int, validation_only: bool = False
     model = {**config["model"], "seed": seed}
     params = override(params, {mode: {**model, **fields}})
     torch.set_float32_matmul_precision(config.get("matmul_precision", "highest"))
-    trained = get_stage(f"train_{mode}").run(params, work)
+    cfg = getattr(params, mode)
+    if reuse_trained and trained_as_configured(work, mode, cfg):
+        print(f"{work}: trained with this config already; evaluating that model", flush=True)
+        device = str(resolve_device(cfg.device))
+    else:
+        device = get_stage(f"train_{mode}").run(params, work).tags.get("device", "?")
     train = json.loads((work / "metrics" / f"train_{mode}.json").read_text())
     if validation_only:
         scores = {"valid": {k.removeprefix("best_valid_"): v for k, v in train.items() if k.startswith("best_valid_")}}
@@ -102,8 +121,8 @@ def run_one(config: dict, variant: str, seed: int, validation_only: bool = False
         "seconds_to_best": train["seconds_per_epoch"] * train["best_epoch"],
         **{k: train[k] for k in TIMES if k in train},
         "parameters": train["parameters"],
-        "device": device_label(trained.tags.get("device", "?")),
-        "config": asdict(getattr(params, mode)),
+        "device": device_label(device),
+        "config": asdict(cfg),
     }
 
 
@@ -238,11 +257,17 @@ def main() -> int:
         help="train only and tabulate each run's best validation epoch (SID NLL, CE, N@10, cluster accuracy), "
         "lowest SID NLL first; the test split is not read: a tuning sweep, e.g. --variants sweep-a01 --tag sweep",
     )
+    parser.add_argument(
+        "--reuse-trained",
+        action="store_true",
+        help="evaluate a run whose folder already holds a finished training with the same config (e.g. the "
+        "sweep's choice, trained by --validation-only) instead of training it again",
+    )
     parser.add_argument("--worker", nargs=2, metavar=("VARIANT", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = load_config(args.config, args.overrides, "model")
     if args.worker:
-        result = run_one(config, args.worker[0], int(args.worker[1]), args.validation_only)
+        result = run_one(config, args.worker[0], int(args.worker[1]), args.validation_only, args.reuse_trained)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
     unknown = set(args.variants or ()) - set(config["variants"])
@@ -259,6 +284,7 @@ def main() -> int:
             for seed in args.seeds or config["seeds"]:
                 command = [sys.executable, __file__, str(args.config), "--worker", variant, str(seed)]
                 command += ["--validation-only"] if args.validation_only else []
+                command += ["--reuse-trained"] if args.reuse_trained else []
                 mode = config["variants"][variant]["mode"]
                 runs.append(worker_run(shared, f"{variant}-seed{seed}", command, overrides, mode))
         results = run_all(runs, args.jobs, args.deadline)

@@ -144,3 +144,37 @@ def test_contention_table_compares_each_process_with_its_policy_and_the_fastest_
     table = contention.markdown({"dataset": "ml-100k", "device": "cpu", "steps": 4, "batch_size": 8, "rows": rows})
     assert "| default | two trainings | 2 | 400 / 500 | 4.0 / 5.0 | 4.0 / 5.0 |" in table
     assert "| PASSIVE | busy neighbour | 2 | 180 | 1.2 | 1.8 |" in table
+
+
+def test_validation_table_ranks_by_sid_nll_and_shows_what_was_not_measured() -> None:
+    import gr
+
+    run = {"seed": 0, "best_epoch": 19, "epochs_run": 20, "seconds_per_epoch": 60.04, "device": "cpu (2 cores)"}
+    rows = [
+        {**run, "variant": "weak", "valid": {"sid_nll": 9.9, "ce_s1": 4.5, "cluster_acc_l1": 0.3}},
+        {**run, "variant": "strong", "valid": {"sid_nll": 9.6, "ndcg_at_10": 0.044}},
+    ]
+    table = gr.validation_markdown("amazon-beauty", rows)
+    assert "the test split was not read" in table
+    strong, weak = (table.index(f"| {name} | 0 |") for name in ("strong", "weak"))
+    assert strong < weak  # lowest NLL first
+    assert "| strong | 0 | 9.6000 | — | — | — | 0.0440 | — | — | — | — | 19/20 | 60.0 |" in table
+
+
+def test_a_run_is_reused_only_when_its_finished_training_has_the_same_config(params, tmp_path: Path) -> None:
+    from dataclasses import asdict, replace
+
+    import gr
+
+    from s2gr_core.io import save_torch
+
+    cfg = params.s2gr
+    assert not gr.trained_as_configured(tmp_path, "s2gr", cfg)  # nothing trained
+    (tmp_path / "models" / "s2gr").mkdir(parents=True)
+    save_torch({"model": {}, "config": asdict(cfg)}, tmp_path / "models" / "s2gr" / "best.pt")
+    assert not gr.trained_as_configured(tmp_path, "s2gr", cfg)  # a running best, the stage never ended
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "train_s2gr.json").write_text("{}")
+    assert gr.trained_as_configured(tmp_path, "s2gr", cfg)
+    assert not gr.trained_as_configured(tmp_path, "s2gr", replace(cfg, align_weight=cfg.align_weight + 0.1))
+    assert not gr.trained_as_configured(tmp_path, "tiger", cfg)
