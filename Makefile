@@ -59,4 +59,4 @@ worker: install  ## a process worker that runs scheduled retrains
 	$(BIN)/prefect worker start --pool s2gr-process
 
 clean:  ## remove pipeline outputs and local tracking state (keeps the DVC cache)
-	rm -rf data metrics reports mlflow.db mlartifacts .prefect
+	rm -rf data metrics reports checkpoints mlflow.db mlartifacts .prefect

@@ -22,6 +22,7 @@ from s2gr import env  # noqa: E402
 env.configure(ROOT)
 
 from s2gr_core.config import Params, load_params  # noqa: E402
+from s2gr_core.stages import CHECKPOINTS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 REPORTED = ("recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10")  # test metrics in every table
@@ -161,7 +162,7 @@ def worker_run(work: Path, name: str, command: list[str], overrides: list[str], 
     """The run ``name`` in its folder under ``work``; ``overrides`` go last, as ``--set`` values."""
     folder = run_folder(work, name)
     return Run(
-        name, command + (["--set", *overrides] if overrides else []), folder, folder / "models" / model / "last.pt"
+        name, command + (["--set", *overrides] if overrides else []), folder, folder / CHECKPOINTS / model / "last.pt"
     )
 
 

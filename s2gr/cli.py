@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="paired comparison of two evaluated runs (deltas with confidence intervals)",
         description="Compare two evaluations user by user: per metric, both means, the difference B - A, a "
-        "paired bootstrap 95%% confidence interval and the paired t-test p-value. A and B are MLflow run ids of "
+        "paired bootstrap 95% confidence interval and the paired t-test p-value. A and B are MLflow run ids of "
         "evaluate_* runs (see the MLflow UI or `s2gr report`) or paths to *_per_user.parquet files "
         "(reports/eval/).",
     )

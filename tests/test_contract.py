@@ -51,7 +51,7 @@ def test_stage_function_takes_exactly_its_declared_paths(stage) -> None:
     # bound options (e.g. model="sasrec" via functools.partial) and the reporter are not paths
     names = {p.name for p in params if p.default is inspect.Parameter.empty and p.kind == p.KEYWORD_ONLY}
     names.discard("reporter")
-    declared = set(stage.deps) | set(stage.outs) | set(stage.metrics)
+    declared = set(stage.deps) | set(stage.outs) | set(stage.metrics) | set(stage.scratch)
     if any(p.kind == p.VAR_KEYWORD for p in params):  # e.g. report(**evaluations)
         assert names <= declared
     else:

@@ -21,6 +21,8 @@ from s2gr_core.models.common import length_bucketed_batches
 from s2gr_core.models.sasrec import SASRec, train_sasrec
 from s2gr_core.models.sasrec.data import IGNORE, training_windows
 from s2gr_core.models.sasrec.train import predict
+from s2gr_core.models.training import TIMINGS
+from s2gr_core.stages.models import scratch_checkpoints
 
 TINY = SASRecConfig(
     hidden=32,
@@ -95,6 +97,34 @@ def test_learns_a_deterministic_pattern(tmp_path: Path) -> None:
     assert recall_1 > 0.9
     assert out.best_valid["recall_at_1"] > 0.9
     assert (tmp_path / "best.pt").is_file() and (tmp_path / "last.pt").is_file()
+
+
+def test_a_separate_resume_dir_keeps_the_model_folder_to_the_published_best(tmp_path: Path) -> None:
+    train, valid, _ = cyclic_data(30, n_items=30)
+    models, scratch = tmp_path / "models", tmp_path / "checkpoints"
+    run = replace(TINY, max_epochs=2)
+    out = train_sasrec(run, train, valid[0], valid[1], 30, 8, models, (1,), 64, progress=False, resume_dir=scratch)
+    assert sorted(p.name for p in models.iterdir()) == ["best.pt"]  # published once, at the end
+    assert sorted(p.name for p in scratch.iterdir()) == ["best.pt", "last.pt"]
+    assert (models / "best.pt").read_bytes() == (scratch / "best.pt").read_bytes()
+    assert load_torch(models / "best.pt")["epoch"] == out.best_epoch
+    assert set(TIMINGS) <= set(out.history[0])  # the history keeps them; publish writes them to metrics only
+
+
+def test_an_old_resume_checkpoint_in_the_model_folder_moves_to_scratch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models, scratch = tmp_path / "models" / "sasrec", tmp_path / "checkpoints" / "sasrec"
+    models.mkdir(parents=True)
+    (models / "last.pt").write_bytes(b"resume state")
+    (models / "best.pt").write_bytes(b"running best")
+    assert scratch_checkpoints(models, scratch) == scratch
+    assert sorted(p.name for p in models.iterdir()) == ["best.pt"]
+    assert (scratch / "last.pt").read_bytes() == b"resume state"
+    assert (scratch / "best.pt").read_bytes() == b"running best"
+    assert f"moved {models / 'last.pt'} to {scratch}" in capsys.readouterr().out
+    assert scratch_checkpoints(models, scratch) == scratch  # nothing left to move: silent
+    assert capsys.readouterr().out == ""
 
 
 def test_predict_excludes_history_when_asked(tmp_path: Path) -> None:

@@ -183,9 +183,9 @@ def test_a_crafted_checkpoint_in_any_location_never_runs_and_fails_its_reader_cl
     run_all(params, root)
     readers = {  # where a checkpoint is read back from, and the stage that reads it
         "models/codebook/codebook.pt": "sids",
-        "models/sasrec/last.pt": "train_sasrec",
-        "models/tiger/last.pt": "train_tiger",
-        "models/s2gr/last.pt": "train_s2gr",
+        "checkpoints/sasrec/last.pt": "train_sasrec",
+        "checkpoints/tiger/last.pt": "train_tiger",
+        "checkpoints/s2gr/last.pt": "train_s2gr",
     }
     for checkpoint, stage in readers.items():
         marker = tmp_path / f"ran-{stage}"

@@ -1,8 +1,10 @@
 """The epoch loop every model shares: early stopping, a checkpoint every epoch, resume.
 
-Checkpoints in ``ckpt_dir``: ``last.pt`` (everything needed to resume: model, optimiser
-and scheduler states, epoch, early-stopping state, RNG states, a fingerprint of config and
-data) and ``best.pt`` (the weights with the best validation score, plus ``best_extra``).
+Checkpoints: ``ckpt_dir/best.pt`` (the weights with the best validation score, plus ``best_extra``),
+published when training ends, and in ``resume_dir`` (default ``ckpt_dir``; the pipeline keeps it out
+of its DVC outputs) ``last.pt`` (everything needed to resume: model, optimiser and scheduler states,
+epoch, early-stopping state, RNG states, the history with its timings, a fingerprint of config and
+data) and the running ``best.pt``, so a killed run leaves the published model as it was.
 An interrupted run resumes from ``last.pt`` when the fingerprint still matches and training
 had not finished; otherwise it starts afresh. A model supplies only what an epoch computes
 (``train_epoch``) and how it is scored (``validate``).
@@ -28,6 +30,7 @@ from s2gr_core.models.runtime import LossSums, Runtime
 LogFn = Callable[[dict[str, float], int], None]
 # Budget and placement do not change what an epoch computes: a run may resume under a new budget.
 NOT_FINGERPRINTED = ("max_epochs", "patience", "device", "threads")
+TIMINGS = ("epoch_seconds", "train_samples_per_s")  # the history's per-epoch fields that vary run to run
 
 
 @dataclass(slots=True)
@@ -97,6 +100,7 @@ def fit(
     best_extra: dict[str, Any],
     device: torch.device,
     log: LogFn | None = None,
+    resume_dir: Path | None = None,
 ) -> TrainOutcome:
     """Train until ``patience`` epochs pass without a better ``stop_metric``; load the best weights.
 
@@ -105,8 +109,10 @@ def fit(
     """
     rng = np.random.default_rng(seed)
     start_epoch, best, best_epoch, bad_epochs, history, resumed = 1, -1.0, 0, 0, [], None
-    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    resume_dir = resume_dir or ckpt_dir
+    last_path, best_path, running_best = resume_dir / "last.pt", ckpt_dir / "best.pt", resume_dir / "best.pt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resume_dir.mkdir(parents=True, exist_ok=True)
     if last_path.is_file():
         state = load_torch(last_path, device)
         if state.get("fingerprint") == fingerprint and "stateful" in state and not state.get("finished"):
@@ -131,7 +137,7 @@ def fit(
         improved = valid[stop_metric] > best
         if improved:
             best, best_epoch, bad_epochs = valid[stop_metric], epoch, 0
-            save_torch({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, best_path)
+            save_torch({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, running_best)
         else:
             bad_epochs += 1
         row = {
@@ -166,12 +172,14 @@ def fit(
             last_path,
         )
 
-    if not best_path.is_file():
-        raise RuntimeError(f"{ckpt_dir}: no best checkpoint was written (max_epochs={max_epochs})")
+    if not running_best.is_file():
+        raise RuntimeError(f"{resume_dir}: no best checkpoint was written (max_epochs={max_epochs})")
     final = load_torch(last_path, device)
     final["finished"] = True
     save_torch(final, last_path)
-    best_state = load_torch(best_path, device)
+    best_state = load_torch(running_best, device)
+    if running_best != best_path:
+        save_torch(best_state, best_path)
     model.load_state_dict(best_state["model"])
     model.eval()
     # Over the whole history, so a resumed run (even one resumed only to finish) reports every epoch.

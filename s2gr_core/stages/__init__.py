@@ -22,6 +22,7 @@ PREDICTIONS_CODE = "s2gr_core/evaluation/predictions.py"
 MODEL_COMMON = "s2gr_core/models/common.py"
 EMBED, GRAPH, CODEBOOK, SIDS = "data/embed", "data/graph", "models/codebook", "data/sids"
 SEMANTIC_STAGE = "s2gr_core/stages/semantic.py"
+CHECKPOINTS = "checkpoints"  # the trainers' resume state (last.pt): scratch, not a DVC output
 
 
 def evaluate_stage_for(model: str) -> Stage:
@@ -48,6 +49,7 @@ def train_generative_for(mode: str) -> Stage:
         help=f"Train {mode.upper()} on SIDs (early stopping, checkpoint/resume); constrained beam search top-K lists.",
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS, "sids": SIDS},
         outs={"model_dir": f"models/{mode}", "predictions": f"predictions/{mode}"},
+        scratch={"resume_dir": f"{CHECKPOINTS}/{mode}"},
         params=(mode, "inference", "evaluate.ks", "split.max_history"),
         metrics={"metrics": f"metrics/train_{mode}.json"},
         code=(
@@ -169,6 +171,7 @@ STAGES: tuple[Stage, ...] = (
         help="Train SASRec with full softmax cross-entropy (early stopping, checkpoint/resume); write top-K lists.",
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS},
         outs={"model_dir": "models/sasrec", "predictions": "predictions/sasrec"},
+        scratch={"resume_dir": f"{CHECKPOINTS}/sasrec"},
         params=("sasrec", "inference", "evaluate.ks", "split.max_history"),
         metrics={"metrics": "metrics/train_sasrec.json"},
         code=("s2gr_core/models/sasrec", "s2gr_core/models/training.py", MODEL_COMMON, PREDICTIONS_CODE, IO),

@@ -79,6 +79,9 @@ class Stage:
     metrics: dict[str, str] = field(default_factory=dict)  # DVC metrics outputs (cache: false)
     code: tuple[str, ...] = ()  # source paths whose change must re-run the stage
     bound: dict[str, Any] = field(default_factory=dict)
+    # working state kept between runs and never a DVC output (resume checkpoints): not cached, not
+    # hashed, so what it records (timings, RNG states mid-run) does not make the outputs differ
+    scratch: dict[str, str] = field(default_factory=dict)
 
     @property
     def function(self) -> Callable[..., StageResult]:
@@ -88,7 +91,7 @@ class Stage:
         return partial(fn, **self.bound) if self.bound else fn
 
     def paths(self, root: Path) -> dict[str, Path]:
-        return {k: root / v for k, v in {**self.deps, **self.outs, **self.metrics}.items()}
+        return {k: root / v for k, v in {**self.deps, **self.outs, **self.metrics, **self.scratch}.items()}
 
     def run(self, params: Params, root: Path, reporter: Reporter | None = None) -> StageResult:
         fn = self.function

@@ -14,7 +14,7 @@ from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
-from s2gr_core.stages.models import catalogue_size, model_result, publish
+from s2gr_core.stages.models import catalogue_size, model_result, publish, scratch_checkpoints
 
 
 def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
@@ -42,9 +42,12 @@ def train_generative_stage(
     model_dir: Path,
     predictions: Path,
     metrics: Path,
+    resume_dir: Path,
     reporter: Reporter,
 ) -> StageResult:
-    """Train on SIDs (early stopping on validation NDCG@10), then decode top-K lists for valid and test."""
+    """Train on SIDs (early stopping on validation NDCG@10), then decode top-K lists for valid and test.
+
+    ``resume_dir`` holds the resume checkpoint (``last.pt``); ``model_dir`` only what is deterministic."""
     cfg, inf = getattr(params, mode), params.inference
     n_items = catalogue_size(items, inf.top_k)
     sem = load_semantic(sids, n_items)
@@ -63,6 +66,7 @@ def train_generative_stage(
         params.evaluate.ks,
         inf.batch_size,
         log=reporter.log_metrics,
+        resume_dir=scratch_checkpoints(model_dir, resume_dir),
     )
     device = next(outcome.model.parameters()).device
     summary = publish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from s2gr_core.evaluation.predictions import write_predictions
 from s2gr_core.io import write_json
 from s2gr_core.models.sasrec import load_model, train_sasrec
 from s2gr_core.models.sasrec.train import predict
-from s2gr_core.models.training import TrainOutcome
+from s2gr_core.models.training import TIMINGS, TrainOutcome
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 
@@ -65,8 +66,23 @@ def publish(
         **{f"best_valid_{k}": round(float(v), 6) for k, v in outcome.best_valid.items() if k != "ndcg_at_10"},
     }
     write_json(summary, metrics)
-    write_json(outcome.history, model_dir / "history.json")
+    # timings stay in the metrics file and MLflow: the model folder is the same bytes on every re-run
+    history = [{k: v for k, v in row.items() if k not in TIMINGS} for row in outcome.history]
+    write_json(history, model_dir / "history.json")
     return summary
+
+
+def scratch_checkpoints(model_dir: Path, resume_dir: Path) -> Path:
+    """``resume_dir``, with a resume checkpoint that an earlier version left in ``model_dir`` moved
+    there (in the DVC output it changed the output's hash with every run's timings); said when moved."""
+    stale = model_dir / "last.pt"
+    if stale.is_file():
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        if (model_dir / "best.pt").is_file() and not (resume_dir / "best.pt").is_file():
+            shutil.copy2(model_dir / "best.pt", resume_dir / "best.pt")  # the running best a resume starts from
+        stale.replace(resume_dir / "last.pt")
+        print(f"moved {stale} to {resume_dir}: resume checkpoints are scratch state, not a DVC output", flush=True)
+    return resume_dir
 
 
 def model_result(
@@ -117,6 +133,7 @@ def train_sasrec_stage(
     model_dir: Path,
     predictions: Path,
     metrics: Path,
+    resume_dir: Path,
     reporter: Reporter,
 ) -> StageResult:
     """Train SASRec (early stopping on validation NDCG@10), then rank the catalogue for valid and test users."""
@@ -137,6 +154,7 @@ def train_sasrec_stage(
         inf.batch_size,
         inf.exclude_history,
         log=reporter.log_metrics,
+        resume_dir=scratch_checkpoints(model_dir, resume_dir),
     )
     device = next(outcome.model.parameters()).device
     splits = (("valid", valid_users, valid_hist), ("test", test_users, test_hist))

@@ -276,6 +276,7 @@ def train_gr(
     inference_batch: int,
     log: LogFn | None = None,
     progress: bool = True,
+    resume_dir: Path | None = None,
 ) -> TrainOutcome:
     runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
     stop_metric = stop_metric_for(ks)
@@ -301,6 +302,7 @@ def train_gr(
         lambda epoch, rng: trainer.epoch(epoch, rng, progress=progress),
         validate,
         ckpt_dir=ckpt_dir,
+        resume_dir=resume_dir,
         fingerprint=fingerprint(cfg, mode, sem, max_history, sequences),
         max_epochs=cfg.max_epochs,
         patience=cfg.patience,

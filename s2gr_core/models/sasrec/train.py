@@ -185,6 +185,7 @@ def train_sasrec(
     exclude_history: bool = False,
     log: LogFn | None = None,
     progress: bool = True,
+    resume_dir: Path | None = None,
 ) -> TrainOutcome:
     runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
     trainer = SASRecTrainer(cfg, train_sequences, n_items, max_len, runtime)
@@ -203,6 +204,7 @@ def train_sasrec(
         lambda epoch, rng: trainer.epoch(epoch, rng, progress=progress),
         validate,
         ckpt_dir=ckpt_dir,
+        resume_dir=resume_dir,
         fingerprint=fingerprint(cfg, n_items, max_len, train_sequences),
         max_epochs=cfg.max_epochs,
         patience=cfg.patience,
