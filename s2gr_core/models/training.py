@@ -12,6 +12,7 @@ had not finished; otherwise it starts afresh. A model supplies only what an epoc
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from s2gr_core.io import load_torch, save_torch
+from s2gr_core.io import atomic_path, load_torch, save_torch
 from s2gr_core.models.common import peak_memory_mb
 from s2gr_core.models.runtime import LossSums, Runtime
 
@@ -177,9 +178,10 @@ def fit(
     final = load_torch(last_path, device)
     final["finished"] = True
     save_torch(final, last_path)
-    best_state = load_torch(running_best, device)
-    if running_best != best_path:
-        save_torch(best_state, best_path)
+    if running_best != best_path:  # publish the very bytes that were validated
+        with atomic_path(best_path) as tmp:
+            shutil.copyfile(running_best, tmp)
+    best_state = load_torch(best_path, device)
     model.load_state_dict(best_state["model"])
     model.eval()
     # Over the whole history, so a resumed run (even one resumed only to finish) reports every epoch.
