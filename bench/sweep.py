@@ -28,8 +28,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = [sys.executable, "-m", "dvc"]
-# the queue's workers start `dvc` and the stage commands (`s2gr`) by name: the venv's bin first
-os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+# the queue's workers start `dvc` and the stage commands (`s2gr`) by name: the venv's bin first, made
+# absolute (a python found through a relative PATH entry has a relative sys.executable, and the workers
+# run in other folders)
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).absolute().parent), os.environ.get("PATH", "")])
 COLUMNS = (
     "best_valid_sid_nll",
     "best_valid_ce_s1",
