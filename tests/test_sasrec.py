@@ -21,8 +21,7 @@ from s2gr_core.models.common import length_bucketed_batches
 from s2gr_core.models.sasrec import SASRec, train_sasrec
 from s2gr_core.models.sasrec.data import IGNORE, training_windows
 from s2gr_core.models.sasrec.train import predict
-from s2gr_core.models.training import TIMINGS
-from s2gr_core.stages.models import scratch_checkpoints
+from s2gr_core.models.training import TIMINGS, scratch_checkpoints
 
 TINY = SASRecConfig(
     hidden=32,

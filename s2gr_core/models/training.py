@@ -86,6 +86,19 @@ def run_batches(
     return EpochResult(sums.means(), seen)
 
 
+def scratch_checkpoints(model_dir: Path, resume_dir: Path) -> Path:
+    """``resume_dir``, with a resume checkpoint that an earlier version left in ``model_dir`` moved
+    there (in the DVC output it changed the output's hash with every run's timings); said when moved."""
+    stale = model_dir / "last.pt"
+    if stale.is_file():
+        resume_dir.mkdir(parents=True, exist_ok=True)
+        if (model_dir / "best.pt").is_file() and not (resume_dir / "best.pt").is_file():
+            shutil.copy2(model_dir / "best.pt", resume_dir / "best.pt")  # the running best a resume starts from
+        stale.replace(resume_dir / "last.pt")
+        print(f"moved {stale} to {resume_dir}: resume checkpoints are scratch state, not a DVC output", flush=True)
+    return resume_dir
+
+
 def fit(
     model: nn.Module,
     stateful: dict[str, Any],
@@ -110,7 +123,7 @@ def fit(
     """
     rng = np.random.default_rng(seed)
     start_epoch, best, best_epoch, bad_epochs, history, resumed = 1, -1.0, 0, 0, [], None
-    resume_dir = resume_dir or ckpt_dir
+    resume_dir = scratch_checkpoints(ckpt_dir, resume_dir) if resume_dir not in (None, ckpt_dir) else ckpt_dir
     last_path, best_path, running_best = resume_dir / "last.pt", ckpt_dir / "best.pt", resume_dir / "best.pt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     resume_dir.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
-from s2gr_core.stages.models import catalogue_size, model_result, publish, scratch_checkpoints
+from s2gr_core.stages.models import catalogue_size, model_result, publish
 
 
 def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
@@ -66,7 +66,7 @@ def train_generative_stage(
         params.evaluate.ks,
         inf.batch_size,
         log=reporter.log_metrics,
-        resume_dir=scratch_checkpoints(model_dir, resume_dir),
+        resume_dir=resume_dir,
     )
     device = next(outcome.model.parameters()).device
     summary = publish(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -70,19 +69,6 @@ def publish(
     history = [{k: v for k, v in row.items() if k not in TIMINGS} for row in outcome.history]
     write_json(history, model_dir / "history.json")
     return summary
-
-
-def scratch_checkpoints(model_dir: Path, resume_dir: Path) -> Path:
-    """``resume_dir``, with a resume checkpoint that an earlier version left in ``model_dir`` moved
-    there (in the DVC output it changed the output's hash with every run's timings); said when moved."""
-    stale = model_dir / "last.pt"
-    if stale.is_file():
-        resume_dir.mkdir(parents=True, exist_ok=True)
-        if (model_dir / "best.pt").is_file() and not (resume_dir / "best.pt").is_file():
-            shutil.copy2(model_dir / "best.pt", resume_dir / "best.pt")  # the running best a resume starts from
-        stale.replace(resume_dir / "last.pt")
-        print(f"moved {stale} to {resume_dir}: resume checkpoints are scratch state, not a DVC output", flush=True)
-    return resume_dir
 
 
 def model_result(
@@ -154,7 +140,7 @@ def train_sasrec_stage(
         inf.batch_size,
         inf.exclude_history,
         log=reporter.log_metrics,
-        resume_dir=scratch_checkpoints(model_dir, resume_dir),
+        resume_dir=resume_dir,
     )
     device = next(outcome.model.parameters()).device
     splits = (("valid", valid_users, valid_hist), ("test", test_users, test_hist))
