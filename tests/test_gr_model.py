@@ -130,6 +130,43 @@ def test_thinking_vectors_get_gradients_from_alignment_and_regularisation() -> N
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.interest.parameters())  # stop-gradient on v_g
 
 
+@pytest.mark.parametrize(
+    ("align", "interest", "reg", "computed"),
+    [(0.0, 0.0, 0.0, set()), (0.1, 0.0, 0.0, {"align"}), (0.0, 0.3, 0.0, {"interest", "reg"}),
+     (0.0, 0.0, 0.5, {"interest", "reg"}), (1.0, 1.0, 0.5, {"align", "interest", "reg"})],
+)  # fmt: skip
+def test_auxiliary_terms_with_weight_zero_are_not_computed(
+    align: float, interest: float, reg: float, computed: set[str]
+) -> None:
+    """A zero-weight term would add nothing to the gradient: it is left out (no interest-decoder
+    pass when interest and reg are both 0), and the total is the same weighted sum either way."""
+    sids = catalogue()
+    model = tiny(sids, mode="s2gr").eval()  # no dropout: the full and the skipping runs compare exactly
+    hist, target = histories(sids)
+    centroids, cluster_of_code = clusters(model)
+    weights = LossWeights(tau=0.1, align=align, interest=interest, reg=reg)
+    terms = training_loss(model, hist, target, weights, centroids, cluster_of_code)
+    assert set(terms) == {"rec", "loss"} | computed
+    full = training_loss(model, hist, target, WEIGHTS, centroids, cluster_of_code)
+    expected = full["rec"] + align * full["align"] + interest * full["interest"] + reg * full["reg"]
+    torch.testing.assert_close(terms["loss"], expected)
+    terms["loss"].backward()
+    assert all(p.grad is None for p in model.interest.parameters()) == ("interest" not in computed)
+
+
+def test_cross_attention_memory_is_laid_out_once_for_every_decoder_pass() -> None:
+    """In training, memory_cache hands out contiguous (B, H, S, E) keys/values, the projection's own values."""
+    sids = catalogue()
+    model = tiny(sids, mode="s2gr")
+    hist, _ = histories(sids)
+    memory, _ = model.encode(hist)
+    for layer, (k, v) in zip(model.decoder, model.memory_cache(memory, model.decoder), strict=True):
+        assert k.is_contiguous() and v.is_contiguous()
+        ref_k, ref_v = layer.cross_attn.project_kv(memory)
+        torch.testing.assert_close(k, ref_k, rtol=0, atol=0)
+        torch.testing.assert_close(v, ref_v, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 def test_a_beam_as_wide_as_the_catalogue_ranks_every_item_by_its_sid_probability(mode: str) -> None:
     sids, model, hist, tables = decoding_setup(20, 3, **MODES[mode])
