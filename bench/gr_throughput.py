@@ -8,7 +8,9 @@ What is timed is the pipeline's own code: ``GRTrainer.epoch`` / ``SASRecTrainer.
 clipping, schedule, device-side loss sums and their reads included) for ``--batches`` batches of
 ``--batch-size``, and the pipeline's ``predict`` of ``--users`` random validation users at beam 20
 in calls of ``--decode-batch`` users (params.yaml ``inference.batch_size``). Warm-up steps and
-decodes (every crop width, so compiled graphs exist) come first and are not timed.
+decodes (every crop width, so compiled graphs exist) come first and are not timed. Every row is
+timed ``--repeats`` times, the rows taking turns (A B A B …), and reports its median round: on a
+shared VM one row timed once swung by a third between runs (S2GR/TIGER bf16 training 1.27-1.52).
 
 SIDs: the CoBa RQ-VAE SIDs of bench/configs/gr-amazon-beauty.yaml (built once into bench/work/ by
 the pipeline's own semantic stages, as bench/gr.py does); the model size is that config's ``model``
@@ -123,22 +125,62 @@ class Bench:
         return sum(len(b) * per_sample[self.width(b, crop)] for b in batches)
 
 
-def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict[str, float]:
-    """Train and decode rates, FLOPs and peak memory of one model under one config."""
+def warm_up(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> None:
+    """Untimed training steps and decodes (every crop width when compiling, so the graphs exist)."""
+    trainer = bench.trainer
+    runtime = trainer.runtime
+    trainer.model.train()
+    warm = one_per_width(trainer.batches(np.random.default_rng(args.seed + 1)), bench.width)
+    for idx in list(warm.values())[: None if runtime.compile else 2]:
+        trainer.step(idx)
+    trainer.model.eval()
+    order = np.argsort(lengths, kind="stable")
+    bench.decode(order[:: max(1, len(order) // 64)], 16, runtime)  # short to long chunks
+    if runtime.compile:
+        bench.decode(order[: args.decode_batch], args.decode_batch, runtime)
+    sync(runtime.device)
+
+
+def timed_round(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict[str, float]:
+    """One timing of training (``--batches`` batches, the same ones every round) and of decoding."""
     trainer = bench.trainer
     runtime, device = trainer.runtime, trainer.runtime.device
     trainer.model.train()
-    timed = trainer.batches(np.random.default_rng(args.seed))[: args.batches]  # what epoch() draws below
-    warm = one_per_width(trainer.batches(np.random.default_rng(args.seed + 1)), bench.width)
-    for idx in list(warm.values())[: None if trainer.runtime.compile else 2]:
-        trainer.step(idx)
-    sync(device)
     reset_peak_memory(device)
     started, cpu = time.perf_counter(), cpu_usage()
     result = trainer.epoch(1, np.random.default_rng(args.seed), max_batches=args.batches, progress=False)
     sync(device)
     train_s, (train_cpu, train_faults) = time.perf_counter() - started, cpu_usage() - cpu
     train_peak = peak_memory_mb(device)
+    trainer.model.eval()
+    reset_peak_memory(device)
+    started, cpu = time.perf_counter(), cpu_usage()
+    bench.decode(np.arange(len(lengths)), args.decode_batch, runtime)
+    sync(device)
+    decode_s, (decode_cpu, decode_faults) = time.perf_counter() - started, cpu_usage() - cpu
+    users = len(lengths)
+    return {
+        "train_samples_per_s": result.samples / train_s,
+        "decode_users_per_s": users / decode_s,
+        "train_samples_per_cpu_s": result.samples / train_cpu,
+        "decode_users_per_cpu_s": users / decode_cpu,
+        "train_peak_memory_mb": train_peak,
+        "decode_peak_memory_mb": peak_memory_mb(device),
+        "train_loss": result.losses["loss"],
+        "train_samples": result.samples,
+        "train_seconds": train_s,
+        "decode_seconds": decode_s,
+        "train_cpu_seconds": train_cpu,
+        "decode_cpu_seconds": decode_cpu,
+        "train_minor_faults": int(train_faults),
+        "decode_minor_faults": int(decode_faults),
+    }
+
+
+def counted(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict[str, float]:
+    """FLOPs of the timed work: training executed (as configured) and useful (no padding), decoding per user."""
+    trainer = bench.trainer
+    timed = trainer.batches(np.random.default_rng(args.seed))[: args.batches]  # what each round's epoch() draws
     # useful: the same examples regrouped by length and cropped, i.e. with no padding left to compute
     by_length = np.concatenate(timed)[np.argsort(trainer.lengths[np.concatenate(timed)], kind="stable")]
     size = trainer.cfg.batch_size
@@ -146,43 +188,74 @@ def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict
     executed, useful = bench.train_flops(timed, None), bench.train_flops(regrouped, True)
     trainer.model.eval()
     order = np.argsort(lengths, kind="stable")
-    bench.decode(order[:: max(1, len(order) // 64)], 16, runtime)  # warm-up: short to long chunks
-    if runtime.compile:
-        bench.decode(order[: args.decode_batch], args.decode_batch, runtime)
-    sync(device)
-    reset_peak_memory(device)
-    started, cpu = time.perf_counter(), cpu_usage()
-    bench.decode(np.arange(len(lengths)), args.decode_batch, runtime)
-    sync(device)
-    decode_s, (decode_cpu, decode_faults) = time.perf_counter() - started, cpu_usage() - cpu
-    users = len(lengths)
     sub = order[:: args.flop_stride]  # every k-th user by length: the same mix of crops, eagerly
-    eager = replace(runtime, compile=False)
+    eager = replace(trainer.runtime, compile=False)
     decode_flops = counted_flops(lambda: bench.decode(sub, max(1, args.decode_batch // args.flop_stride), eager))
-    decode_flops *= users / len(sub)
     return {
-        "train_samples_per_s": result.samples / train_s,
-        "decode_users_per_s": users / decode_s,
-        "train_samples_per_cpu_s": result.samples / train_cpu,
-        "decode_users_per_cpu_s": users / decode_cpu,
-        "train_gflop_per_sample": executed / 1e9 / result.samples,
-        "train_gflops": executed / 1e9 / train_s,
-        "train_useful_gflops": useful / 1e9 / train_s,
-        "train_fraction_of_peak": executed / 1e9 / train_s / args.peak_gflops,
-        "decode_gflop_per_user": decode_flops / 1e9 / users,
-        "decode_gflops": decode_flops / 1e9 / decode_s,
-        "decode_fraction_of_peak": decode_flops / 1e9 / decode_s / args.peak_gflops,
-        "train_peak_memory_mb": train_peak,
-        "decode_peak_memory_mb": peak_memory_mb(device),
-        "train_loss": result.losses["loss"],
-        "train_seconds": train_s,
-        "decode_seconds": decode_s,
-        "train_cpu_seconds": train_cpu,
-        "decode_cpu_seconds": decode_cpu,
-        "train_minor_faults": int(train_faults),
-        "decode_minor_faults": int(decode_faults),
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "executed": executed,
+        "useful": useful,
+        "samples": sum(len(b) for b in timed),
+        "decode": decode_flops * len(lengths) / len(sub),
     }
+
+
+PER_ROUND = ("train_samples_per_s", "decode_users_per_s", "train_samples_per_cpu_s", "decode_users_per_cpu_s")
+
+
+def summarise(
+    bench: Bench, rounds: list[dict[str, float]], flops: dict[str, float], users: int, args: argparse.Namespace
+) -> dict:
+    """:func:`summarise_rounds`, and the model's parameter count."""
+    row = summarise_rounds(rounds, flops, users, args)
+    row["parameters"] = sum(p.numel() for p in bench.trainer.model.parameters())
+    return row
+
+
+def summarise_rounds(
+    rounds: list[dict[str, float]], flops: dict[str, float], users: int, args: argparse.Namespace
+) -> dict:
+    """One row: the median of the rounds (each figure's own median), the highest peaks, and each round's
+    rates under ``<rate>_runs``; GFLOP/s are taken at the median rates."""
+    median = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
+    train_s = median["train_samples"] / median["train_samples_per_s"]
+    decode_s = users / median["decode_users_per_s"]
+    row = {
+        **median,
+        "train_peak_memory_mb": max(r["train_peak_memory_mb"] for r in rounds),
+        "decode_peak_memory_mb": max(r["decode_peak_memory_mb"] for r in rounds),
+        "train_minor_faults": int(median["train_minor_faults"]),
+        "decode_minor_faults": int(median["decode_minor_faults"]),
+        "train_gflop_per_sample": flops["executed"] / 1e9 / flops["samples"],
+        "train_gflops": flops["executed"] / 1e9 / train_s,
+        "train_useful_gflops": flops["useful"] / 1e9 / train_s,
+        "train_fraction_of_peak": flops["executed"] / 1e9 / train_s / args.peak_gflops,
+        "decode_gflop_per_user": flops["decode"] / 1e9 / users,
+        "decode_gflops": flops["decode"] / 1e9 / decode_s,
+        "decode_fraction_of_peak": flops["decode"] / 1e9 / decode_s / args.peak_gflops,
+        "rounds": len(rounds),
+        **{f"{key}_runs": [r[key] for r in rounds] for key in PER_ROUND},
+    }
+    del row["train_samples"]
+    return row
+
+
+def measure_all(benches: list[Bench], args: argparse.Namespace, lengths: np.ndarray) -> list[dict]:
+    """Rows for several benches timed in turn, ``args.repeats`` rounds of each, interleaved (A B A B …):
+    a slow stretch of a shared machine then lands on every bench alike, not on one row."""
+    for bench in benches:
+        warm_up(bench, args, lengths)
+    rounds: list[list[dict[str, float]]] = [[] for _ in benches]
+    for _ in range(getattr(args, "repeats", 1)):
+        for bench, own in zip(benches, rounds, strict=True):
+            own.append(timed_round(bench, args, lengths))
+    return [
+        summarise(b, own, counted(b, args, lengths), len(lengths), args) for b, own in zip(benches, rounds, strict=True)
+    ]
+
+
+def measure(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict:
+    """Train and decode rates, FLOPs and peak memory of one model under one config."""
+    return measure_all([bench], args, lengths)[0]
 
 
 def main() -> int:
@@ -190,6 +263,12 @@ def main() -> int:
     parser.add_argument("dataset")
     parser.add_argument("--batches", type=int, default=20, help="timed training batches per row")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed rounds of every row, interleaved (A B A B ...); rows give the median round",
+    )
     parser.add_argument("--users", type=int, default=4096, help="validation users decoded per row (random)")
     parser.add_argument("--decode-batch", type=int, help="users per decoding call (default: inference.batch_size)")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=DEFAULT_CONFIGS)
@@ -234,7 +313,7 @@ def main() -> int:
     merges = {"false": [False], "true": [True], "both": [False, True]}[args.merge_codes]
     common = {"batch_size": args.batch_size, "device": args.device, "threads": args.threads}
 
-    rows = []
+    rows, benches = [], []
     for mode in args.modes:
         for merge in merges if mode != "sasrec" else [None]:
             for name in args.configs:
@@ -250,12 +329,12 @@ def main() -> int:
                     runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
                     trainer = GRTrainer(cfg, mode, sem, train_users, sequences, max_history, runtime)
                     decode = gr_decoder(trainer, sem, users, histories, cfg.length_buckets)
-                row = {"mode": mode, "merge_codes": merge, "config": name, **switches}
-                row["precision_used"] = runtime.precision
-                row.update(measure(Bench(trainer, decode), args, np.array([len(h) for h in histories])))
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-                del trainer, decode
+                rows.append({"mode": mode, "merge_codes": merge, "config": name, **switches})
+                rows[-1]["precision_used"] = runtime.precision
+                benches.append(Bench(trainer, decode))
+    for row, measured in zip(rows, measure_all(benches, args, np.array([len(h) for h in histories])), strict=True):
+        row.update(measured)
+        print(json.dumps(row), flush=True)
 
     device = runtime.device
     report = {
@@ -268,6 +347,7 @@ def main() -> int:
         "model": {k: gr_config["model"][k] for k in MODEL_SHAPE},
         "batch_size": args.batch_size,
         "batches": args.batches,
+        "repeats": args.repeats,
         "users": len(histories),
         "decode_batch": decode_batch,
         "beam": BEAM,
@@ -358,17 +438,29 @@ def markdown(report: dict) -> str:
             pair = {r["mode"]: r for r in rows if r["config"] == config and r["merge_codes"] == merge}
             if {"tiger", "s2gr"} <= set(pair):
                 t, s = pair["tiger"], pair["s2gr"]
-                ratio = {k: t[k] / s[k] for k in RATES}
                 ratios.append(
                     f"| {config} | {'per item' if merge else 'per code'} | "
-                    + " | ".join(f"{ratio[k]:.2f}" for k in RATES)
+                    + " | ".join(paired_ratio(t, s, k) for k in RATES)
                     + " |"
                 )
     if ratios:
+        lines += ["", "S2GR/TIGER time per sample or user: the median of the rounds' ratios (their range)."]
         header = "| config | tokens | S2GR/TIGER train time, wall | CPU | S2GR/TIGER decode time, wall | CPU |"
         lines += ["", header, "|---|---|---|---|---|---|"]
         lines += ratios
     return "\n".join(lines) + "\n"
+
+
+def paired_ratio(tiger: dict, s2gr: dict, rate: str) -> str:
+    """TIGER's rate over S2GR's (S2GR's time over TIGER's), round by round: the rounds ran interleaved,
+    so each ratio compares two timings taken minutes apart.
+    Example: TIGER's rates [10, 12], S2GR's [8, 8] -> "1.38 (1.25-1.50)"."""
+    runs = [
+        a / b
+        for a, b in zip(tiger.get(f"{rate}_runs", [tiger[rate]]), s2gr.get(f"{rate}_runs", [s2gr[rate]]), strict=True)
+    ]
+    text = f"{float(np.median(runs)):.2f}"
+    return text + (f" ({min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else "")
 
 
 def log_to_mlflow(report: dict, artifacts: list[Path]) -> None:

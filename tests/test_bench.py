@@ -132,6 +132,40 @@ def test_throughput_rows_time_the_trainer_and_count_the_flops_it_ran(buckets: bo
     assert "GR model of gr-ml-100k.yaml {'d_model': 64}" in table
 
 
+def test_throughput_rounds_interleave_the_rows_and_report_the_median(params, sid_root: Path, monkeypatch) -> None:
+    """--repeats: every row is timed in turn (A B A B …); a row is its median round, its rounds listed."""
+    import argparse
+
+    import gr_throughput as bench
+    import numpy as np
+
+    order: list[str] = []
+    rates = {"a": iter([10.0, 30.0, 20.0]), "b": iter([5.0, 5.0, 8.0])}
+
+    def fake_round(b, args, lengths):
+        order.append(b.trainer)
+        rate = next(rates[b.trainer])
+        keys = ("train_samples_per_s", "decode_users_per_s", "train_samples_per_cpu_s", "decode_users_per_cpu_s")
+        timing = {"train_peak_memory_mb": rate, "decode_peak_memory_mb": 1.0, "train_samples": 40.0}
+        timing.update({"train_loss": 1.0, "train_minor_faults": 0.0, "decode_minor_faults": 0.0})
+        return {**dict.fromkeys(keys, rate), **timing}
+
+    monkeypatch.setattr(bench, "warm_up", lambda *a: None)
+    monkeypatch.setattr(bench, "timed_round", fake_round)
+    flops = {"executed": 4e9, "useful": 2e9, "samples": 40, "decode": 1e9}
+    monkeypatch.setattr(bench, "counted", lambda *a: flops)
+    monkeypatch.setattr(bench, "summarise", lambda b, own, f, users, args: bench.summarise_rounds(own, f, users, args))
+    args = argparse.Namespace(repeats=3, peak_gflops=100.0)
+    a, b = bench.measure_all([bench.Bench("a", None), bench.Bench("b", None)], args, np.ones(10))
+    assert order == ["a", "b"] * 3
+    assert a["train_samples_per_s"] == 20.0 and a["train_samples_per_s_runs"] == [10.0, 30.0, 20.0]
+    assert a["train_peak_memory_mb"] == 30.0  # the highest peak, not the median
+    assert a["train_gflops"] == pytest.approx(4.0 / (40 / 20.0)) and a["decode_gflop_per_user"] == pytest.approx(0.1)
+    # S2GR/TIGER time, paired round by round: 5/10, 5/30, 8/20 -> TIGER-over-S2GR 2.0, 6.0, 2.5
+    assert bench.paired_ratio(a, b, "decode_users_per_s") == "2.50 (2.00-6.00)"
+    assert bench.paired_ratio({"r": 10.0}, {"r": 8.0}, "r") == "1.25"  # one round: no range
+
+
 def test_contention_table_compares_each_process_with_its_policy_and_the_fastest_alone() -> None:
     import contention
 
