@@ -76,9 +76,14 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     Works for files and for directories (a directory target is replaced whole).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    recover(target)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    try:  # a read-only or full folder refuses the temporary itself: the same message as a failed write
+        target.parent.mkdir(parents=True, exist_ok=True)
+        recover(target)
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise OutputWriteError(
+            f"{target}: cannot write it ({exc.strerror or exc}); the previous output is kept"
+        ) from exc
     tmp = tmp_dir / target.name
     try:
         try:

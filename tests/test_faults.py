@@ -8,9 +8,13 @@ to the uninterrupted run (training resumes from its last checkpoint instead of s
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import re
+import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,3 +105,66 @@ def test_a_second_dvc_repro_meets_dvcs_lock_error(project: Path) -> None:
     assert second.returncode != 0
     assert "Unable to acquire lock" in second.stdout + second.stderr
     assert not (project / "data").exists()  # it ran nothing
+
+
+@contextlib.contextmanager
+def small_filesystem(folder: Path, size: str) -> Iterator[None]:
+    """A real tmpfs of ``size`` mounted over ``folder`` (its files copied in first), unmounted after.
+
+    Needs CAP_SYS_ADMIN (root on the project's machines and CI); elsewhere the test is skipped.
+    """
+    saved = folder.parent / f"{folder.name}.saved"
+    shutil.copytree(folder, saved)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        shutil.rmtree(saved)
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        for item in saved.iterdir():
+            shutil.copy2(item, folder / item.name)
+        yield
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+        shutil.rmtree(saved)
+
+
+def fill(folder: Path) -> None:
+    """Write a filler file in ``folder`` until its filesystem has no byte left."""
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+@pytest.mark.parametrize("fault", ["full disk", "read-only folder"])
+def test_a_stage_on_a_full_or_read_only_filesystem_says_so_and_keeps_its_outputs(project: Path, fault: str) -> None:
+    """The split's output folder on a real tiny filesystem that is full, or mounted read-only: the
+    stage fails naming the output and the reason, and the last good tables are untouched."""
+    first = dvc(project, "repro", "split")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    folder = project / "data" / "split"
+    published = {p.name: p.read_bytes() for p in folder.iterdir()}
+    reason = "No space left on device" if fault == "full disk" else "Read-only file system"
+    with small_filesystem(folder, "4m"):
+        if fault == "full disk":
+            fill(folder)
+        else:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        # through DVC (a read-only folder is refused by DVC itself, which names the file) and the stage alone
+        repro = dvc(project, "repro", "--force", "--single-item", "split")
+        said = repro.stdout + repro.stderr
+        assert repro.returncode != 0 and reason in said and str(folder / "train.parquet") in said, said[-3000:]
+        env = project_env(project, S2GR_TRACKING="off")
+        alone = subprocess.run(
+            [str(BIN / "s2gr"), "stage", "split"], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert alone.returncode == 3, alone.stderr[-3000:]  # an environment fault, not rejected input
+        message = re.search(r"\[split\] FAILED: OutputWriteError: (.*)", alone.stderr)
+        assert message is not None, alone.stderr[-3000:]
+        assert message[1].startswith(f"{folder / 'train.parquet'}: cannot write it (") and reason in message[1]
+        assert message[1].endswith("; the previous output is kept")
+        assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "filler"} == published
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == published  # the real disk's copy, as it was
