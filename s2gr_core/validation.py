@@ -141,7 +141,12 @@ class _Suite:
 
 
 def _interaction_suite(
-    n_users: int, n_items: int, item_keys: list[str], has_timestamps: bool = False, has_ratings: bool = False
+    n_users: int,
+    n_items: int,
+    item_keys: list[str],
+    has_timestamps: bool = False,
+    has_ratings: bool = False,
+    rating_range: tuple[float, float] = (1, 5),
 ) -> _Suite:
     """``has_timestamps`` / ``has_ratings``: the file carries that column for some rows (MovieLens
     does, P5 Beauty does not), so every row must: a row without a timestamp would be sorted to
@@ -181,6 +186,11 @@ def _interaction_suite(
             E.ExpectColumnValuesToNotBeNull(column="rating"),
             "every row should have a rating when the file has them",
             WARNING,
+        )
+        low, high = rating_range
+        s.add(  # unused, but a 9 on a 1-5 scale or a negative rating means a corrupt or mislabelled drop
+            E.ExpectColumnValuesToBeBetween(column="rating", min_value=low, max_value=high),
+            f"ratings must lie in [{low:g}, {high:g}] (validate.rating_range)",
         )
     return s
 
@@ -304,7 +314,9 @@ def validate_tables(
     item_keys = items["item_key"].dropna().astype(str).unique().tolist() if "item_key" in items else []
 
     present = {c: c in interactions and bool(interactions[c].notna().any()) for c in ("timestamp", "rating")}
-    suite = _interaction_suite(n_users, n_items, item_keys, present["timestamp"], present["rating"])
+    suite = _interaction_suite(
+        n_users, n_items, item_keys, present["timestamp"], present["rating"], tuple(cfg.rating_range)
+    )
     checks = _run_suite(context, suite, interactions, cfg.max_examples)
     checks += _run_suite(
         context, _item_suite(n_items, WARNING if cfg.empty_text == "warn" else CRITICAL), items, cfg.max_examples

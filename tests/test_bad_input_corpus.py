@@ -78,6 +78,8 @@ VARIANTS = {
     # values
     "text-timestamp": Variant(INTER, set_field(3, 3, "yesterday"), "ingest", rf"{INTER}: line 4: column 'timestamp' is not a number: 'yesterday'"),
     "nan-rating": Variant(INTER, set_field(5, 2, "nan"), "ingest", rf"{INTER}: line 6: column 'rating' is not a number: 'nan'"),
+    "absurd-rating": Variant(INTER, set_field(11, 2, "9"), "validate", r"interactions.rating: ratings must lie in \[1, 5\] \(validate.rating_range\) -- 1 of 84 rows fail, e.g. raw line 12"),
+    "negative-rating": Variant(INTER, set_field(3, 2, "-2"), "validate", r"interactions.rating: ratings must lie in \[1, 5\] .* -- 1 of 84 rows fail, e.g. raw line 4"),
     "negative-timestamp": Variant(INTER, set_field(9, 3, "-5"), "validate", r"interactions.timestamp: timestamps \(Unix seconds\) must be >= 0 -- 1 of 84 rows fail, e.g. raw line 10"),
     "missing-timestamp": Variant(INTER, set_field(2, 3, ""), "validate", r"interactions.timestamp: every row needs a timestamp .* -- 1 of 84 rows fail, e.g. raw line 3"),
     "null-user": Variant(INTER, set_field(5, 0, ""), "validate", r"interactions.user_key: must not be null -- 1 of 84 rows fail, e.g. raw line 6 of ml-100k.inter"),

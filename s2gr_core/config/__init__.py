@@ -57,6 +57,11 @@ class ValidateConfig:
         "'fail' fails the stage. Real Amazon Beauty has 7 empty titles, hence 'warn' by default."
     )
     max_examples: int = _help("How many offending rows each failed expectation quotes in its message.")
+    rating_range: tuple[float, float] = _help(
+        "[lowest, highest] rating a file with ratings may hold (both datasets rate 1-5 stars); a rating "
+        "outside it fails the gate, naming the line: the models ignore ratings, but an absurd one means "
+        "the drop is not what it claims to be."
+    )
 
     def __post_init__(self) -> None:
         if self.min_user_interactions < 3:
@@ -67,6 +72,10 @@ class ValidateConfig:
             raise ConfigError(f"validate.empty_text: must be 'warn' or 'fail', got {self.empty_text!r}")
         if self.max_examples < 1:
             raise ConfigError(f"validate.max_examples: must be >= 1, got {self.max_examples}")
+        low_high = tuple(self.rating_range)
+        if len(low_high) != 2 or not all(isinstance(v, int | float) for v in low_high) or low_high[0] > low_high[1]:
+            shown = ", ".join(f"{v:g}" if isinstance(v, int | float) else repr(v) for v in low_high)
+            raise ConfigError(f"validate.rating_range: must be [lowest, highest], got [{shown}]")
 
 
 @dataclass(frozen=True, slots=True)
