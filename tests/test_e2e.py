@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from s2gr_core.stages import STAGES as REGISTRY
 from tests.conftest import BIN, project_env
@@ -67,6 +69,7 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     assert "Data and pipelines are up to date" in again.stdout
     assert (project / "dvc.lock").read_text() == lock
     assert len(mlflow_runs(project)) == len(runs)
+    assert_plots(project)
 
     # 3. A plain dvc repro groups its stage runs under one parent of its own. Two stages show it:
     # the flow above already ran every stage through DVC, and a full second run cost two minutes.
@@ -106,3 +109,27 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     status = run([str(BIN / "dvc"), "status"], project)
     assert "validate:" in status.stdout  # still stale: the next good data drop re-runs it
     assert "split:" not in status.stdout  # what split reads is the last published (good) data
+
+
+def assert_plots(project: Path) -> None:
+    """``dvc plots show`` finds data for every plot dvc.yaml declares: each trainer's curves, S2GR's loss
+    terms and thought accuracy, the codebook's usage per level, the model comparison, the PNGs."""
+    shown = run([str(BIN / "dvc"), "plots", "show", "--json"], project)
+    plots = json.loads(shown.stdout)["data"]
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["plots"]
+    names = [entry if isinstance(entry, str) else next(iter(entry)) for entry in declared]
+    assert sorted(plots) == sorted(names)
+
+    def values(name: str) -> list[dict]:
+        return plots[name][0]["content"]["data"]["values"]
+
+    curves = values("Validation N@10 per epoch")
+    assert {row["filename"] for row in curves} == {f"{m}/history.json" for m in ("sasrec", "tiger", "s2gr")}
+    assert all(0 <= float(row["valid_ndcg_at_10"]) <= 1 for row in curves)
+    usage = {row["field"] for row in values("Codebook utilisation per level")}
+    assert usage == {"utilisation_l1", "utilisation_l2", "utilisation_l3", "collision_rate"}
+    assert {row["field"] for row in values("S2GR thought cluster accuracy per level")} == {
+        f"valid_cluster_acc_l{level}" for level in (1, 2, 3)
+    }
+    assert sorted(row["model"] for row in values("Test N@10 per model")) == ["s2gr", "sasrec", "tiger"]
+    assert plots["reports/models.png"][0]["type"] == "image"
