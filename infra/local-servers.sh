@@ -12,6 +12,8 @@ BIN=$ROOT/.venv/bin
 PREFECT_PORT=${PREFECT_PORT:-4200}
 MLFLOW_PORT=${MLFLOW_PORT:-5000}
 export DO_NOT_TRACK=true PREFECT_SERVER_ANALYTICS_ENABLED=false MLFLOW_DISABLE_TELEMETRY=true
+# MLflow 3's server also starts a job runner and task consumers (about 2 GB idle); the project runs no MLflow jobs
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 export PREFECT_HOME=$STATE/prefect
 
 wait_for() {  # url name

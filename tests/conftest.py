@@ -24,6 +24,7 @@ os.environ.update(
         "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false",
         "HF_HUB_OFFLINE": "1",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # as the Makefile: no job runner beside test servers
     }
 )
 os.environ.pop("S2GR_DATA_DIR", None)
