@@ -80,15 +80,25 @@ def client(root: Path) -> Any:
     return MlflowClient(tracking_uri=tracking_uri(root))
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, token usage: "No
+# data"); marked as model development it opens on the runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+
+
 def experiment_id(mlf: Any, name: str, root: Path) -> str:
+    """The id of experiment ``name``, created if missing and marked as model development (EXPERIMENT_KIND),
+    an older experiment of this project's included."""
+    key, kind = EXPERIMENT_KIND
     exp = mlf.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(key) is None:
+            mlf.set_experiment_tag(exp.experiment_id, key, kind)
         return exp.experiment_id
     uri = tracking_uri(root)
     local = not uri.startswith(("http://", "https://", "databricks"))
     location = (tracking_root(root) / "mlartifacts").as_uri() if local else None
     try:
-        return mlf.create_experiment(name, artifact_location=location)
+        return mlf.create_experiment(name, artifact_location=location, tags={key: kind})
     except Exception:  # created concurrently by another stage
         exp = mlf.get_experiment_by_name(name)
         if exp is None:

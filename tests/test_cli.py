@@ -153,3 +153,19 @@ def test_a_tracking_loss_mid_stage_is_reported_once_and_the_stage_goes_on(capsys
     assert run.curves_lost == 3 and run.mlf.calls == 3  # nothing more was sent after the failure
     err = capsys.readouterr().err
     assert err.count("warning: MLflow stopped answering at step 3 (ConnectionError: Connection refused)") == 1
+
+
+def test_experiments_are_marked_as_model_development(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow 3's UI opens them on their runs; an experiment created before the tag gets it on next use."""
+    from s2gr.tracking import EXPERIMENT_KIND, client, experiment_id
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlf = client(tmp_path)
+    key, kind = EXPERIMENT_KIND
+    new = experiment_id(mlf, "s2gr", tmp_path)
+    assert mlf.get_experiment(new).tags[key] == kind == "custom_model_development"
+    assert experiment_id(mlf, "s2gr", tmp_path) == new
+    older = mlf.create_experiment("s2gr-bench")  # as an earlier version of the project left it
+    assert key not in mlf.get_experiment(older).tags
+    assert experiment_id(mlf, "s2gr-bench", tmp_path) == older
+    assert mlf.get_experiment(older).tags[key] == kind
