@@ -112,6 +112,10 @@ class Bench:
     def width(self, idx: np.ndarray, crop: bool | None = None) -> int:
         return int(self.trainer.batch(idx, crop)[0].shape[1])
 
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.trainer.model.parameters())
+
     def train_flops(self, batches: list[np.ndarray], crop: bool | None) -> float:
         """FLOPs of forward + backward on ``batches``: counted once per width on the batch's 32 longest
         examples (same crop), scaled by batch size."""
@@ -202,18 +206,7 @@ def counted(bench: Bench, args: argparse.Namespace, lengths: np.ndarray) -> dict
 PER_ROUND = ("train_samples_per_s", "decode_users_per_s", "train_samples_per_cpu_s", "decode_users_per_cpu_s")
 
 
-def summarise(
-    bench: Bench, rounds: list[dict[str, float]], flops: dict[str, float], users: int, args: argparse.Namespace
-) -> dict:
-    """:func:`summarise_rounds`, and the model's parameter count."""
-    row = summarise_rounds(rounds, flops, users, args)
-    row["parameters"] = sum(p.numel() for p in bench.trainer.model.parameters())
-    return row
-
-
-def summarise_rounds(
-    rounds: list[dict[str, float]], flops: dict[str, float], users: int, args: argparse.Namespace
-) -> dict:
+def summarise(rounds: list[dict[str, float]], flops: dict[str, float], users: int, args: argparse.Namespace) -> dict:
     """One row: the median of the rounds (each figure's own median), the highest peaks, and each round's
     rates under ``<rate>_runs``; GFLOP/s are taken at the median rates."""
     median = {key: float(np.median([r[key] for r in rounds])) for key in rounds[0]}
@@ -245,11 +238,12 @@ def measure_all(benches: list[Bench], args: argparse.Namespace, lengths: np.ndar
     for bench in benches:
         warm_up(bench, args, lengths)
     rounds: list[list[dict[str, float]]] = [[] for _ in benches]
-    for _ in range(getattr(args, "repeats", 1)):
+    for _ in range(args.repeats):
         for bench, own in zip(benches, rounds, strict=True):
             own.append(timed_round(bench, args, lengths))
     return [
-        summarise(b, own, counted(b, args, lengths), len(lengths), args) for b, own in zip(benches, rounds, strict=True)
+        {**summarise(own, counted(b, args, lengths), len(lengths), args), "parameters": b.parameters}
+        for b, own in zip(benches, rounds, strict=True)
     ]
 
 
@@ -329,8 +323,8 @@ def main() -> int:
                     runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, cfg.compile)
                     trainer = GRTrainer(cfg, mode, sem, train_users, sequences, max_history, runtime)
                     decode = gr_decoder(trainer, sem, users, histories, cfg.length_buckets)
-                rows.append({"mode": mode, "merge_codes": merge, "config": name, **switches})
-                rows[-1]["precision_used"] = runtime.precision
+                row = {"mode": mode, "merge_codes": merge, "config": name, **switches}
+                rows.append({**row, "precision_used": runtime.precision})
                 benches.append(Bench(trainer, decode))
     for row, measured in zip(rows, measure_all(benches, args, np.array([len(h) for h in histories])), strict=True):
         row.update(measured)

@@ -80,8 +80,8 @@ def client(root: Path) -> Any:
     return MlflowClient(tracking_uri=tracking_uri(root))
 
 
-# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, token usage: "No
-# data"); marked as model development it opens on the runs.
+# MLflow's own kind for an experiment of trained models (its UI's GenAI/model-training distinction).
+# MLflow 3.17's UI still opens on its GenAI overview; the runs are at #/experiments/<id>/runs (README).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 

@@ -156,7 +156,7 @@ def test_a_tracking_loss_mid_stage_is_reported_once_and_the_stage_goes_on(capsys
 
 
 def test_experiments_are_marked_as_model_development(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """MLflow 3's UI opens them on their runs; an experiment created before the tag gets it on next use."""
+    """Created with MLflow's model-development kind; an experiment created before the tag gets it on next use."""
     from s2gr.tracking import EXPERIMENT_KIND, client, experiment_id
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -120,8 +120,7 @@ def small_filesystem(folder: Path, size: str) -> Iterator[None]:
         shutil.rmtree(saved)
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
-        for item in saved.iterdir():
-            shutil.copy2(item, folder / item.name)
+        shutil.copytree(saved, folder, dirs_exist_ok=True)
         yield
     finally:
         subprocess.run(["umount", "--lazy", str(folder)], check=True)

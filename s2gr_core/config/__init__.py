@@ -72,9 +72,8 @@ class ValidateConfig:
             raise ConfigError(f"validate.empty_text: must be 'warn' or 'fail', got {self.empty_text!r}")
         if self.max_examples < 1:
             raise ConfigError(f"validate.max_examples: must be >= 1, got {self.max_examples}")
-        low_high = tuple(self.rating_range)
-        if len(low_high) != 2 or not all(isinstance(v, int | float) for v in low_high) or low_high[0] > low_high[1]:
-            shown = ", ".join(f"{v:g}" if isinstance(v, int | float) else repr(v) for v in low_high)
+        if len(self.rating_range) != 2 or self.rating_range[0] > self.rating_range[1]:  # numbers: the loader checks
+            shown = ", ".join(f"{v:g}" for v in self.rating_range)
             raise ConfigError(f"validate.rating_range: must be [lowest, highest], got [{shown}]")
 
 
