@@ -55,6 +55,7 @@ def cmd_stages(_: argparse.Namespace) -> int:
 
 def cmd_params(_: argparse.Namespace) -> int:
     from s2gr_core.config import ConfigError, describe, load_params
+    from s2gr_core.stages.lineage import param_value
 
     root = env.find_root()
     try:
@@ -63,9 +64,7 @@ def cmd_params(_: argparse.Namespace) -> int:
         print(f"s2gr: error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     for key, help_text in describe():
-        section, _, field = key.partition(".")
-        value = params.section(section)[field]
-        print(f"{key} = {value!r}")
+        print(f"{key} = {param_value(params, key)!r}")
         print(textwrap.indent(textwrap.fill(help_text, 90), "    "))
     return 0
 

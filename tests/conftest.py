@@ -38,15 +38,27 @@ TINY = {
     "sids": {"clusters": 3},
     "tiger": {"max_epochs": 2, "warmup_steps": 2},
     "s2gr": {"max_epochs": 2, "warmup_steps": 2},
+    "sidreasoner": {
+        "model": {"vocab_size": 400, "hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 16, "ffn": 64},
+        "corpus": {"max_per_task": 40, "max_reasoning": 40},
+        "align": {"max_epochs": 1, "warmup_steps": 2, "batch_size": 16},
+        "reason": {"max_epochs": 1, "warmup_steps": 2, "batch_size": 16},
+        "infer": {"max_think_tokens": 12},
+    },
 }
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """``base`` with ``overrides`` applied, nested sections merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def repo_params(**overrides: dict) -> dict:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    overrides = {**TINY, **overrides}
-    for section, values in overrides.items():
-        raw[section].update(values)
-    return raw
+    return merge(merge(raw, TINY), overrides)
 
 
 @pytest.fixture

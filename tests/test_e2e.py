@@ -126,10 +126,13 @@ def assert_plots(project: Path) -> None:
     curves = values("Validation N@10 per epoch")
     assert {row["filename"] for row in curves} == {f"{m}/history.json" for m in ("sasrec", "tiger", "s2gr")}
     assert all(0 <= float(row["valid_ndcg_at_10"]) <= 1 for row in curves)
+    sid_nll = values("SIDReasoner validation SID NLL per epoch (stage 1, stage 2)")
+    assert {row["filename"] for row in sid_nll} == {f"sidreasoner_{p}/history.json" for p in ("align", "reason")}
+    assert all(float(row["valid_sid_nll"]) > 0 for row in sid_nll)
     usage = {row["field"] for row in values("Codebook utilisation per level")}
     assert usage == {"utilisation_l1", "utilisation_l2", "utilisation_l3", "collision_rate"}
     assert {row["field"] for row in values("S2GR thought cluster accuracy per level")} == {
         f"valid_cluster_acc_l{level}" for level in (1, 2, 3)
     }
-    assert sorted(row["model"] for row in values("Test N@10 per model")) == ["s2gr", "sasrec", "tiger"]
+    assert sorted(row["model"] for row in values("Test N@10 per model")) == ["s2gr", "sasrec", "sidreasoner", "tiger"]
     assert plots["reports/models.png"][0]["type"] == "image"

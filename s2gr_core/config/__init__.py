@@ -26,6 +26,7 @@ import yaml
 from s2gr_core.config.base import ConfigError, SpeedConfig, _help
 from s2gr_core.config.gr import GRConfig, S2GRConfig
 from s2gr_core.config.semantic import CodebookConfig, CooccurConfig, EmbedConfig, SidsConfig
+from s2gr_core.config.sidreasoner import SIDReasonerConfig
 
 DATASETS = ("ml-100k", "amazon-beauty")
 
@@ -181,6 +182,7 @@ class Params:
     sids: SidsConfig = _help("Semantic IDs, decoding tables and reasoning cluster targets.")
     tiger: GRConfig = _help("TIGER: generative retrieval of SIDs, codes only.")
     s2gr: S2GRConfig = _help("S2GR: TIGER plus a latent thinking vector before each code.")
+    sidreasoner: SIDReasonerConfig = _help("SIDReasoner: a causal LM that reasons over SID tokens (SFT stages).")
 
     def __post_init__(self) -> None:
         if self.sids.clusters > self.codebook.codebook_size:
@@ -192,6 +194,10 @@ class Params:
                 raise ConfigError(
                     f"{name}.beam: {getattr(self, name).beam} is below inference.top_k {self.inference.top_k}"
                 )
+        if self.sidreasoner.infer.beam < self.inference.top_k:
+            raise ConfigError(
+                f"sidreasoner.infer.beam: {self.sidreasoner.infer.beam} is below inference.top_k {self.inference.top_k}"
+            )
         if self.inference.top_k < max(self.evaluate.ks):
             raise ConfigError(
                 f"inference.top_k: {self.inference.top_k} is below the largest evaluate.ks {max(self.evaluate.ks)}"

@@ -64,7 +64,34 @@ def train_generative_for(mode: str) -> Stage:
 
 
 GENERATIVE_MODELS = ("tiger", "s2gr")
-EVALUATED_MODELS = ("sasrec", *GENERATIVE_MODELS)
+EVALUATED_MODELS = ("sasrec", *GENERATIVE_MODELS, "sidreasoner")
+SIDR_CORPUS, SIDR_ALIGN, SIDR_REASON = "data/sidreasoner", "models/sidreasoner_align", "models/sidreasoner_reason"
+SIDR_CODE = ("s2gr_core/models/sidreasoner", "s2gr_core/stages/sidreasoner.py", "s2gr_core/semantic/sids.py", IO)
+SIDR_RUN = ("sidreasoner.seed", "sidreasoner.device", "sidreasoner.threads", "sidreasoner.precision")
+
+
+def sidreasoner_sft_for(phase: str, start: str | None) -> Stage:
+    """``train_sidreasoner_<phase>``: one SFT phase (stage 1 ``align`` from the base model, stage 2 ``reason``
+    from the aligned one), a Hugging Face directory out."""
+    return Stage(
+        name=f"train_sidreasoner_{phase}",
+        fn=f"s2gr_core.stages.sidreasoner:{phase}_stage",
+        help=f"SIDReasoner {'stage 1: SID-language alignment' if start is None else 'stage 2: reasoning activation'} "
+        "SFT (early stopping on the validation next-SID loss, checkpoint/resume).",
+        deps={
+            **({"start_dir": start} if start else {}),
+            "corpus": SIDR_CORPUS,
+            "valid": VALID,
+            "items": ITEMS,
+            "sids": SIDS,
+        },
+        outs={"model_dir": f"models/sidreasoner_{phase}"},
+        scratch={"resume_dir": f"{CHECKPOINTS}/sidreasoner_{phase}"},
+        params=("sidreasoner.model", "sidreasoner.corpus.history", f"sidreasoner.{phase}", *SIDR_RUN, "data.name"),
+        metrics={"metrics": f"metrics/train_sidreasoner_{phase}.json"},
+        code=(*SIDR_CODE, "s2gr_core/models/training.py", MODEL_COMMON),
+    )
+
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -177,6 +204,29 @@ STAGES: tuple[Stage, ...] = (
         code=("s2gr_core/models/sasrec", "s2gr_core/models/training.py", MODEL_COMMON, PREDICTIONS_CODE, IO),
     ),
     *(train_generative_for(m) for m in GENERATIVE_MODELS),
+    Stage(
+        name="sidreasoner_corpus",
+        fn="s2gr_core.stages.sidreasoner:corpus_stage",
+        help="SIDReasoner's stage-1 tasks and stage-2 reasoning samples from the training split (templates as the "
+        "teacher), and its tokenizer with one token per SID code.",
+        deps={"train": TRAIN, "items": ITEMS, "sids": SIDS},
+        outs={"corpus": SIDR_CORPUS},
+        params=("sidreasoner.model", "sidreasoner.corpus", "sidreasoner.seed", "data.name"),
+        metrics={"metrics": "metrics/sidreasoner_corpus.json"},
+        code=SIDR_CODE,
+    ),
+    sidreasoner_sft_for("align", None),
+    sidreasoner_sft_for("reason", SIDR_ALIGN),
+    Stage(
+        name="infer_sidreasoner",
+        fn="s2gr_core.stages.sidreasoner:infer_stage",
+        help="SIDReasoner's top-K lists (thinking or plain mode) by the constrained beam search over real SIDs.",
+        deps={"model_dir": SIDR_REASON, "items": ITEMS, "sids": SIDS, "valid": VALID, "test": TEST},
+        outs={"predictions": "predictions/sidreasoner"},
+        params=("sidreasoner.infer", "sidreasoner.corpus.history", "inference", *SIDR_RUN[1:], "data.name"),
+        metrics={"metrics": "metrics/infer_sidreasoner.json"},
+        code=(*SIDR_CODE, "s2gr_core/models/gr/beam.py", PREDICTIONS_CODE),
+    ),
     *(evaluate_stage_for(m) for m in EVALUATED_MODELS),
     Stage(
         name="report",

@@ -1,0 +1,114 @@
+"""Parameters of SIDReasoner: an LLM that reasons over SID tokens (SIDREASONER.md).
+
+One section, ``sidreasoner``, with a sub-section per phase so DVC re-runs only the phase whose
+parameters changed: ``model`` (the base LM and its tokenizer), ``corpus`` (the stage-1/2 tasks),
+``align`` (stage-1 SFT), ``reason`` (stage-2 SFT) and ``infer`` (constrained decoding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from s2gr_core.config.base import _help, require
+
+TASKS = (
+    "sid_to_sid",
+    "title_to_sid",
+    "sid_to_title",
+    "sid_to_title_next",
+    "title_to_title_next",
+    "title_to_sid_next",
+    "item_paragraph",
+    "sequence_narrative",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LMConfig:
+    base_model: str = _help(
+        "A local Hugging Face causal-LM directory (e.g. Qwen3-0.6B weights), relative to the project root; "
+        "empty = a small Qwen3-architecture model built from the sizes below, with a byte-level BPE "
+        "tokenizer trained on the dataset's item texts (no language knowledge: see the README)."
+    )
+    vocab_size: int = _help("Text vocabulary of the trained BPE tokenizer (SID and chat tokens come on top).")
+    hidden: int = _help("Hidden size of the built model.")
+    layers: int = _help("Decoder layers of the built model.")
+    heads: int = _help("Attention heads of the built model.")
+    kv_heads: int = _help("Key/value heads (grouped-query attention; must divide heads).")
+    head_dim: int = _help("Size of each attention head.")
+    ffn: int = _help("Feed-forward (SwiGLU) width of the built model.")
+    max_length: int = _help("Longest training sequence in tokens; longer ones are cut from the left.")
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden", "layers", "heads", "kv_heads", "head_dim", "ffn", "max_length"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.heads % self.kv_heads == 0, "kv_heads", f"{self.kv_heads} does not divide heads {self.heads}")
+        require(self.vocab_size >= 300, "vocab_size", f"must be >= 300 (256 bytes + merges), got {self.vocab_size}")
+
+
+@dataclass(frozen=True, slots=True)
+class CorpusConfig:
+    tasks: tuple[str, ...] = _help(
+        f"Stage-1 tasks to build (SIDREASONER.md §2; the general-reasoning task 9 has no public source): {list(TASKS)}."
+    )
+    history: int = _help("Items of history in every sequential task and prompt (the paper: 10).")
+    max_per_task: int = _help("Most samples per task, drawn at random from the training sequences (0 = all).")
+    max_reasoning: int = _help("Most stage-2 reasoning samples (0 = all).")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.tasks) - set(TASKS))
+        require(not unknown, "tasks", f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+        require(len(self.tasks) > 0, "tasks", "must name at least one task")
+        require(self.history >= 1, "history", f"must be >= 1, got {self.history}")
+        require(self.max_per_task >= 0, "max_per_task", f"must be >= 0, got {self.max_per_task}")
+        require(self.max_reasoning >= 0, "max_reasoning", f"must be >= 0, got {self.max_reasoning}")
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseConfig:
+    lr: float = _help("Peak AdamW learning rate (linear decay after the warm-up).")
+    warmup_steps: int = _help("Linear warm-up steps.")
+    weight_decay: float = _help("AdamW weight decay.")
+    batch_size: int = _help("Sequences per optimiser step.")
+    max_epochs: int = _help("Upper bound on epochs over the phase's corpus.")
+    patience: int = _help("Stop after this many epochs without a lower validation next-SID loss.")
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        for name in ("batch_size", "max_epochs", "patience"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.warmup_steps >= 0, "warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+
+
+@dataclass(frozen=True, slots=True)
+class InferConfig:
+    mode: Literal["plain", "thinking"] = _help(
+        "'plain': next-SID prompt, empty think block, constrained beam; 'thinking': one greedy reasoning trace "
+        "per user (cut at </think>), then the same constrained beam after it."
+    )
+    beam: int = _help("Beam width of the constrained beam search (>= inference.top_k).")
+    max_think_tokens: int = _help("Longest reasoning trace in thinking mode (a trace without </think> is cut).")
+    batch_size: int = _help("Users per decoding call.")
+
+    def __post_init__(self) -> None:
+        for name in ("beam", "max_think_tokens", "batch_size"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True, slots=True)
+class SIDReasonerConfig:
+    model: LMConfig = _help("The base causal LM and its tokenizer.")
+    corpus: CorpusConfig = _help("Stage-1/2 training tasks, built from the training split only.")
+    align: PhaseConfig = _help("Stage 1: SID-language alignment (multi-task SFT).")
+    reason: PhaseConfig = _help("Stage 2: reasoning activation (SFT on <think>reasoning</think> SID).")
+    infer: InferConfig = _help("Constrained decoding of the top-K lists.")
+    seed: int = _help("Seed of sampling the corpus, initialisation and shuffling.")
+    device: Literal["auto", "cpu", "cuda"] = _help("'auto' takes a GPU when one is visible.")
+    threads: int = _help("CPU threads for torch (0 = all cores).")
+    precision: Literal["fp32", "bf16"] = _help(
+        "'bf16' autocasts matmuls on a GPU or a CPU with native bf16; elsewhere the run says so and stays fp32."
+    )
+
+    def __post_init__(self) -> None:
+        require(self.threads >= 0, "threads", f"must be >= 0, got {self.threads}")

@@ -1,0 +1,205 @@
+"""SIDReasoner: the reward, the tokenizer, the task corpus and its masks, constrained decoding, SFT resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from s2gr_core.config import Params
+from s2gr_core.config.base import ConfigError
+from s2gr_core.models.gr.beam import DecodingTables
+from s2gr_core.models.runtime import runtime_for
+from s2gr_core.models.sidreasoner import sft
+from s2gr_core.models.sidreasoner.corpus import Catalogue, build_corpus, next_sid_prompt
+from s2gr_core.models.sidreasoner.decode import decode_lists, left_pad
+from s2gr_core.models.sidreasoner.reward import sid_reward
+from s2gr_core.models.sidreasoner.tokenizer import IGNORE, IM_END, add_sid_tokens, code_token_ids, encode, train_bpe
+from s2gr_core.models.sidreasoner.tokens import END_THINK, THINK, sid_texts, sid_tokens
+from s2gr_core.semantic.sids import SidTrie, load_sids
+from s2gr_core.split import load_eval, load_train
+from tests.conftest import repo_params
+
+VALID3 = {"<a_1><b_2><c_3>", "<a_1><b_2><c_4>", "<a_5><b_0><c_0>"}
+TARGET3 = "<a_1><b_2><c_3>"
+
+
+@pytest.mark.parametrize(
+    ("completion", "reward"),
+    [
+        ("<a_1><b_2><c_3>", 0.0),  # no </think>: nothing is read
+        ("<think>x</think>\n\n<a_1><b_2>", 0.0),  # fewer codes than the target has
+        ("</think><a_1><b_9><c_3>", 0.25),  # first code only (not a real item)
+        ("</think><a_1><b_2><c_9>", 0.5),
+        ("</think><a_1><b_2><c_4>", 0.6),  # two leading codes, and a real item
+        ("</think><a_1><b_2><c_3>", 1.1),
+        ("</think><a_9><b_2><c_3>", 0.0),  # later codes match but the first does not: they do not count
+        ("</think><a_5><b_0><c_0>", 0.1),  # a real item, no leading match
+        ("</think>\n\n<a_1><b_2><c_3> and then some text <a_7>", 1.1),  # text after the SID cannot hide it
+        ("<think>it is <a_1><b_2><c_3></think>\n<a_5><b_0><c_0>", 0.1),  # only the answer after </think> counts
+        ("</think>the answer: </x><a_1><b_2>", 0.0),  # another angle-bracket token takes a code's place
+    ],
+)
+def test_reward_branches(completion: str, reward: float) -> None:
+    assert sid_reward(completion, TARGET3, VALID3) == pytest.approx(reward)
+
+
+def test_reward_generalises_to_our_four_code_sids() -> None:
+    target, valid = "<a_1><b_2><c_3><d_0>", {"<a_1><b_2><c_3><d_0>", "<a_1><b_2><c_3><d_1>"}
+    got = [
+        sid_reward(f"</think>{c}", target, valid)
+        for c in ("<a_1><b_0><c_0><d_0>", "<a_1><b_2><c_0><d_0>", "<a_1><b_2><c_3><d_1>", "<a_1><b_2><c_3><d_0>")
+    ]
+    assert got == pytest.approx([0.125, 0.25, 0.5 + 0.1, 1.0 + 0.1])
+    with pytest.raises(ValueError, match="holds no <x_n> code tokens"):
+        sid_reward("</think><a_1>", "a1", valid)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = train_bpe(["Toy Story is an animated comedy.", "A user interacted with these movies in order"] * 20, 320)
+    add_sid_tokens(tok, sid_tokens((4, 3, 2)))
+    return tok
+
+
+def test_every_code_is_one_token_and_decoding_keeps_sids_and_think(tokenizer) -> None:
+    codes = sid_tokens((4, 3, 2))
+    ids = code_token_ids(tokenizer, codes)
+    assert [len(set(row)) for row in ids] == [4, 3, 2] and len({i for row in ids for i in row}) == 9
+    text = f"<|im_start|>user\nnext after <a_3><b_1><c_0>?<|im_end|>\n{THINK}\nwhy\n{END_THINK}\n\n<a_0><b_2><c_1>"
+    encoded = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(encoded).count("<a_3>") == 1
+    shown = tokenizer.decode(encoded, skip_special_tokens=True)  # what an RL library scores
+    assert f"{THINK}\nwhy\n{END_THINK}\n\n<a_0><b_2><c_1>" in shown and "<|im_start|>" not in shown
+    assert add_sid_tokens(tokenizer, codes) == 0  # adding again adds nothing
+
+
+def test_label_masks_follow_each_phase(tokenizer) -> None:
+    prompt, response = "<|im_start|>user\nnext?<|im_end|>\n<|im_start|>assistant\n", "<a_1><b_0><c_1>"
+    end = tokenizer.convert_tokens_to_ids(IM_END)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    (ids,), (labels,) = encode(tokenizer, ["chat"], [prompt], [response], False, 1024)
+    assert labels[:n_prompt] == [IGNORE] * n_prompt and labels[n_prompt:] == ids[n_prompt:]
+    assert len(ids) == n_prompt + 3 and ids[-1] != end  # stage 1: no end-of-turn token after the SID
+    (ids,), (labels,) = encode(tokenizer, ["chat"], [prompt], [response], True, 1024)
+    assert ids[-1] == end and labels[-1] == end  # stage 2: the end-of-turn token is trained
+    (ids,), (labels,) = encode(tokenizer, ["lm"], [""], [f"{response} is a comedy."], False, 1024)
+    assert labels == ids and ids[-1] == tokenizer.pad_token_id  # plain LM: every token, end of text included
+    (ids,), (labels,) = encode(tokenizer, ["chat"], [prompt], [response], False, 4)
+    assert len(ids) == 4 and ids[-3:] == labels[-3:]  # cut from the left: the response survives
+
+
+def test_corpus_uses_training_targets_only_and_reasoning_never_sees_the_target(sid_root: Path, params: Params) -> None:
+    items = pd.read_parquet(sid_root / "data/processed/items.parquet")
+    sids = load_sids(sid_root / "data/sids/sids.parquet", len(items))
+    cat = Catalogue.from_items(items, sid_texts(sids), "ml-100k")
+    users, sequences = load_train(str(sid_root / "data/split/train.parquet"))
+    frame = build_corpus(cat, users, sequences, params.sidreasoner.corpus, seed=0)
+    train_pairs = {(int(u), int(i)) for u, seq in zip(users, sequences, strict=True) for i in seq[1:]}
+    held_out = set()
+    for split in ("valid", "test"):
+        split_users, _, targets = load_eval(str(sid_root / f"data/split/{split}.parquet"))
+        held_out |= {(int(u), int(t)) for u, t in zip(split_users, targets, strict=True)}
+    sequential = frame[frame["user_id"] >= 0]
+    pairs = set(zip(sequential["user_id"].tolist(), sequential["item_id"].tolist(), strict=True))
+    assert pairs <= train_pairs and not pairs & (held_out - train_pairs)
+    assert set(frame["task"]) == {*params.sidreasoner.corpus.tasks, "reason"}
+    reason = frame[frame["phase"] == "reason"]
+    assert reason["response"].str.match(rf"^{THINK}\n.+\n{END_THINK}\n\n(<[a-d]_\d+>){{4}}$").all()
+    # the stage-2 reasoning is the history's alone, and never writes the target's SID unless the history holds it
+    for _, row in reason.iterrows():
+        thought = row["response"].split(END_THINK)[0]
+        target = cat.sid[row["item_id"]]
+        assert target not in thought or target in row["prompt"]
+
+
+def tiny_lm(vocab: int, seed: int = 0) -> Qwen3ForCausalLM:
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
+    return Qwen3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("think_tokens", [0, 6])
+def test_beam_over_the_whole_catalogue_is_the_exhaustive_ranking(tokenizer, think_tokens: int) -> None:
+    rng = np.random.default_rng(0)
+    sids = np.unique(np.stack([rng.integers(0, v, 30) for v in (4, 3, 2)], axis=1), axis=0)
+    trie, n = SidTrie.build(sids), len(sids)
+    tables = DecodingTables.from_numpy(trie.children)
+    model = tiny_lm(len(tokenizer))
+    code_ids = code_token_ids(tokenizer, sid_tokens(trie.vocab))
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("next after <a_1>", "a user", "x")]
+    runtime = runtime_for("cpu", 0, "fp32", False)
+    items, scores = decode_lists(model, tokenizer, prompts, code_ids, tables, n, n, 2, runtime, think_tokens)
+    assert (np.sort(items, axis=1) == np.arange(n)).all()  # every item once
+    if think_tokens:  # the SID is scored after the trace: recompute that prefix the same way
+        from s2gr_core.models.sidreasoner.decode import think
+
+        prompts = think(model, tokenizer, prompts, think_tokens)
+    # exhaustive: the log-probability of every item's SID after each prompt, by teacher forcing
+    sid_ids = np.stack([code_ids[p][sids[:, p]] for p in range(sids.shape[1])], axis=1)
+    for row, prompt in enumerate(prompts):
+        x, mask = left_pad([[*prompt, *s] for s in sid_ids.tolist()], 0, torch.device("cpu"))
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), -1)
+        width = sid_ids.shape[1]
+        picked = logp[:, -width - 1 : -1].gather(2, torch.as_tensor(sid_ids)[:, :, None])[..., 0].sum(1).numpy()
+        order = np.argsort(-picked, kind="stable")
+        np.testing.assert_allclose(scores[row], picked[order], atol=1e-4)
+        np.testing.assert_array_equal(items[row], order)
+
+
+def test_a_killed_phase_resumes_from_its_last_epoch(tokenizer, tmp_path: Path, monkeypatch) -> None:
+    from s2gr_core.config import params_from_dict
+
+    phase = params_from_dict(repo_params(sidreasoner={"align": {"max_epochs": 2, "patience": 2}})).sidreasoner.align
+    prompt = next_sid_prompt(
+        Catalogue("movie", ["<a_1><b_0><c_1>"] * 3, ["t"] * 3, [[]] * 3, [""] * 3, [np.nan] * 3, [np.nan] * 3), [0, 1]
+    )
+    data = encode(tokenizer, ["chat"] * 8, [prompt] * 8, ["<a_1><b_0><c_1>", "<a_2><b_1><c_0>"] * 4, False, 256)
+    runtime = runtime_for("cpu", 0, "fp32", False)
+    calls = {"n": 0}
+    real = sft.run_batches
+
+    def dies_in_epoch_two(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as a kill between checkpoints
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sft, "run_batches", dies_in_epoch_two)
+    kwargs = {"pad": tokenizer.pad_token_id, "seed": 0, "start": "tiny", "resume_dir": tmp_path, "name": "align"}
+    with pytest.raises(KeyboardInterrupt):
+        sft.train_phase(tiny_lm(len(tokenizer)), data, data, phase, runtime, **kwargs)
+    outcome = sft.train_phase(tiny_lm(len(tokenizer)), data, data, phase, runtime, **kwargs)
+    assert outcome.resumed_from == 1 and [h["epoch"] for h in outcome.history] == [1, 2]
+    assert {"valid_sid_nll", "valid_code_geo_prob", "train_loss"} <= set(outcome.history[-1])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"model": {"kv_heads": 3}}, "sidreasoner.model.kv_heads: 3 does not divide heads 2"),
+        ({"corpus": {"tasks": ["sid_to_sid", "poetry"]}}, r"sidreasoner.corpus.tasks: unknown task\(s\) \['poetry'\]"),
+        ({"infer": {"beam": 5}}, "sidreasoner.infer.beam: 5 is below inference.top_k 20"),
+        ({"align": {"lr": 0}}, "sidreasoner.align.lr: must be > 0"),
+        ({"infer": {"mode": "dream"}}, r"sidreasoner.infer.mode: must be one of \['plain', 'thinking'\]"),
+    ],
+)
+def test_bad_sidreasoner_params_are_named(override: dict, message: str) -> None:
+    from s2gr_core.config import params_from_dict
+
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(repo_params(sidreasoner=override))
