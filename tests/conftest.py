@@ -43,6 +43,7 @@ TINY = {
         "corpus": {"max_per_task": 40, "max_reasoning": 40},
         "align": {"max_epochs": 1, "warmup_steps": 2, "batch_size": 16},
         "reason": {"max_epochs": 1, "warmup_steps": 2, "batch_size": 16},
+        "grpo": {"prompts": 4, "prompts_per_step": 2, "num_generations": 2, "max_completion_tokens": 12},
         "infer": {"max_think_tokens": 12},
     },
 }

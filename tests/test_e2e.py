@@ -129,6 +129,8 @@ def assert_plots(project: Path) -> None:
     sid_nll = values("SIDReasoner validation SID NLL per epoch (stage 1, stage 2)")
     assert {row["filename"] for row in sid_nll} == {f"sidreasoner_{p}/history.json" for p in ("align", "reason")}
     assert all(float(row["valid_sid_nll"]) > 0 for row in sid_nll)
+    grpo = {row["field"] for row in values("SIDReasoner GRPO reward and share of valid SIDs per step (stage 3)")}
+    assert grpo == {"reward", "reward_std", "valid_sid_share", "kl"}
     usage = {row["field"] for row in values("Codebook utilisation per level")}
     assert usage == {"utilisation_l1", "utilisation_l2", "utilisation_l3", "collision_rate"}
     assert {row["field"] for row in values("S2GR thought cluster accuracy per level")} == {

@@ -203,3 +203,77 @@ def test_bad_sidreasoner_params_are_named(override: dict, message: str) -> None:
 
     with pytest.raises(ConfigError, match=message):
         params_from_dict(repo_params(sidreasoner=override))
+
+
+def test_grpo_steps_change_the_weights_and_log_rewards(tokenizer, tmp_path: Path) -> None:
+    """Two GRPO steps from a tiny model taught the answer format: rewards vary within a group, the policy moves,
+    and reward, its std, the valid-SID share and KL are logged per step."""
+    from s2gr_core.config import params_from_dict
+    from s2gr_core.models.sidreasoner.grpo import SidReward, train_grpo
+    from s2gr_core.models.sidreasoner.model import greedy
+
+    raw = repo_params(
+        sidreasoner={
+            "reason": {"max_epochs": 15, "patience": 15, "batch_size": 4, "lr": 0.01, "warmup_steps": 0},
+            "grpo": {
+                "prompts": 4,
+                "prompts_per_step": 2,
+                "num_generations": 4,
+                "temperature": 1.0,
+                "max_completion_tokens": 16,
+                "lr": 0.01,
+            },
+        }
+    )
+    cfg = params_from_dict(raw).sidreasoner
+    sids = ["<a_0><b_0><c_0>", "<a_1><b_2><c_1>", "<a_3><b_1><c_0>", "<a_2><b_0><c_1>"]
+    prompts = ["<|im_start|>user\nnext?<|im_end|>\n<|im_start|>assistant\n"] * 4
+    responses = [f"{THINK}\nhmm\n{END_THINK}\n\n{s}" for s in sids]
+    data = encode(tokenizer, ["chat"] * 32, prompts * 8, responses * 8, True, 64)
+    runtime = runtime_for("cpu", 0, "fp32", False)
+    model = tiny_lm(len(tokenizer))
+    sft.train_phase(
+        model,
+        data,
+        data,
+        cfg.reason,
+        runtime,
+        pad=tokenizer.pad_token_id,
+        seed=0,
+        start="t",
+        resume_dir=tmp_path / "sft",
+        name="reason",
+    )
+    greedy(model, tokenizer)
+    model.save_pretrained(tmp_path / "stage2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logged: list[tuple[dict, int]] = []
+    trainer = train_grpo(
+        tmp_path / "stage2",
+        tokenizer,
+        prompts,
+        sids,
+        frozenset(sids),
+        cfg.grpo,
+        seed=0,
+        device="cpu",
+        bf16=False,
+        resume_dir=tmp_path / "grpo",
+        start="t",
+        log=lambda m, s: logged.append((m, s)),
+    )
+    steps = [m for m, _ in logged if "reward" in m]
+    assert len(steps) == 2 and all({"reward", "reward_std", "valid_sid_share", "kl"} <= set(m) for m in steps)
+    assert any(m["reward_std"] > 0 for m in steps)  # a group with different rewards: a non-zero advantage
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k].cpu()) for k in before)
+    assert SidReward(frozenset(sids), 3)([""], ["</think><a_0><b_0><c_0>"], ["<a_0><b_0><c_0>"]) == [1.1]
+
+
+def test_a_grpo_checkpoint_is_resumed_only_by_the_same_run(tmp_path: Path) -> None:
+    from s2gr_core.models.sidreasoner.grpo import resumable
+
+    assert not resumable(tmp_path, "run-a")  # nothing yet
+    (tmp_path / "checkpoint-3").mkdir()
+    assert resumable(tmp_path, "run-a")  # same settings and data: resume
+    assert not resumable(tmp_path, "run-b") and not (tmp_path / "checkpoint-3").exists()  # stale: removed

@@ -2,7 +2,7 @@
 
 One section, ``sidreasoner``, with a sub-section per phase so DVC re-runs only the phase whose
 parameters changed: ``model`` (the base LM and its tokenizer), ``corpus`` (the stage-1/2 tasks),
-``align`` (stage-1 SFT), ``reason`` (stage-2 SFT) and ``infer`` (constrained decoding).
+``align`` (stage-1 SFT), ``reason`` (stage-2 SFT), ``grpo`` (stage-3 RL) and ``infer`` (constrained decoding).
 """
 
 from __future__ import annotations
@@ -82,6 +82,29 @@ class PhaseConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class GRPOPhaseConfig:
+    lr: float = _help("AdamW learning rate of the policy (the paper: 5e-7 on a pre-trained LM).")
+    prompts: int = _help("Training prompts, drawn from the stage-2 samples (0 = all of them).")
+    prompts_per_step: int = _help("Prompts per optimiser step (the paper: 256); each gets num_generations rollouts.")
+    num_generations: int = _help("Rollouts per prompt, the group its advantages are normalised in (the paper: 16).")
+    epochs: int = _help("Passes over the training prompts.")
+    beta: float = _help("KL coefficient to the stage-2 model (k3 estimator, a loss term; the paper: 0.001).")
+    epsilon: float = _help("PPO-style clipping of the probability ratio.")
+    temperature: float = _help("Sampling temperature of the rollouts (top-p 1).")
+    max_completion_tokens: int = _help("Longest rollout; a longer one is cut (and earns what its text earns).")
+
+    def __post_init__(self) -> None:
+        require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        require(self.num_generations >= 2, "num_generations", f"must be >= 2 (a group), got {self.num_generations}")
+        for name in ("prompts_per_step", "epochs", "max_completion_tokens"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.prompts >= 0, "prompts", f"must be >= 0, got {self.prompts}")
+        require(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        require(self.epsilon > 0, "epsilon", f"must be > 0, got {self.epsilon}")
+        require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True, slots=True)
 class InferConfig:
     mode: Literal["plain", "thinking"] = _help(
         "'plain': next-SID prompt, empty think block, constrained beam; 'thinking': one greedy reasoning trace "
@@ -102,6 +125,7 @@ class SIDReasonerConfig:
     corpus: CorpusConfig = _help("Stage-1/2 training tasks, built from the training split only.")
     align: PhaseConfig = _help("Stage 1: SID-language alignment (multi-task SFT).")
     reason: PhaseConfig = _help("Stage 2: reasoning activation (SFT on <think>reasoning</think> SID).")
+    grpo: GRPOPhaseConfig = _help("Stage 3: GRPO with the outcome reward (TRL's GRPOTrainer).")
     infer: InferConfig = _help("Constrained decoding of the top-K lists.")
     seed: int = _help("Seed of sampling the corpus, initialisation and shuffling.")
     device: Literal["auto", "cpu", "cuda"] = _help("'auto' takes a GPU when one is visible.")

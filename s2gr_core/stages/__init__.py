@@ -65,7 +65,8 @@ def train_generative_for(mode: str) -> Stage:
 
 GENERATIVE_MODELS = ("tiger", "s2gr")
 EVALUATED_MODELS = ("sasrec", *GENERATIVE_MODELS, "sidreasoner")
-SIDR_CORPUS, SIDR_ALIGN, SIDR_REASON = "data/sidreasoner", "models/sidreasoner_align", "models/sidreasoner_reason"
+SIDR_CORPUS, SIDR_ALIGN = "data/sidreasoner", "models/sidreasoner_align"
+SIDR_REASON, SIDR_GRPO = "models/sidreasoner_reason", "models/sidreasoner_grpo"
 SIDR_CODE = ("s2gr_core/models/sidreasoner", "s2gr_core/stages/sidreasoner.py", "s2gr_core/semantic/sids.py", IO)
 SIDR_RUN = ("sidreasoner.seed", "sidreasoner.device", "sidreasoner.threads", "sidreasoner.precision")
 
@@ -218,10 +219,22 @@ STAGES: tuple[Stage, ...] = (
     sidreasoner_sft_for("align", None),
     sidreasoner_sft_for("reason", SIDR_ALIGN),
     Stage(
+        name="train_sidreasoner_grpo",
+        fn="s2gr_core.stages.sidreasoner:grpo_stage",
+        help="SIDReasoner stage 3: GRPO (TRL) of the stage-2 model with the hierarchical SID reward, KL to stage 2; "
+        "checkpoint/resume.",
+        deps={"start_dir": SIDR_REASON, "corpus": SIDR_CORPUS, "items": ITEMS, "sids": SIDS},
+        outs={"model_dir": SIDR_GRPO},
+        scratch={"resume_dir": f"{CHECKPOINTS}/sidreasoner_grpo"},
+        params=("sidreasoner.grpo", *SIDR_RUN, "data.name"),
+        metrics={"metrics": "metrics/train_sidreasoner_grpo.json"},
+        code=SIDR_CODE,
+    ),
+    Stage(
         name="infer_sidreasoner",
         fn="s2gr_core.stages.sidreasoner:infer_stage",
         help="SIDReasoner's top-K lists (thinking or plain mode) by the constrained beam search over real SIDs.",
-        deps={"model_dir": SIDR_REASON, "items": ITEMS, "sids": SIDS, "valid": VALID, "test": TEST},
+        deps={"model_dir": SIDR_GRPO, "items": ITEMS, "sids": SIDS, "valid": VALID, "test": TEST},
         outs={"predictions": "predictions/sidreasoner"},
         params=("sidreasoner.infer", "sidreasoner.corpus.history", "inference", *SIDR_RUN[1:], "data.name"),
         metrics={"metrics": "metrics/infer_sidreasoner.json"},

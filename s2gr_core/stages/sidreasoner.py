@@ -18,11 +18,12 @@ from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.runtime import runtime_for
 from s2gr_core.models.sidreasoner.corpus import Catalogue, build_corpus, next_sid_prompt, thinking_prompt
 from s2gr_core.models.sidreasoner.decode import decode_lists
+from s2gr_core.models.sidreasoner.grpo import train_grpo
 from s2gr_core.models.sidreasoner.model import build_model, greedy, load_lm
 from s2gr_core.models.sidreasoner.sft import train_phase
 from s2gr_core.models.sidreasoner.tokenizer import build_tokenizer, code_token_ids, encode
 from s2gr_core.models.sidreasoner.tokens import ANGLE_TOKEN, sid_texts, sid_tokens
-from s2gr_core.models.training import TIMINGS, TrainOutcome
+from s2gr_core.models.training import TIMINGS
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
@@ -168,7 +169,7 @@ def sft(
         name=phase,
         log=reporter.log_metrics,
     )
-    save_lm(outcome, tokenizer, model_dir)
+    save_lm(outcome.model, tokenizer, outcome.history, model_dir)
     summary = {
         "best_epoch": outcome.best_epoch,
         "epochs_run": outcome.epochs_run,
@@ -192,15 +193,95 @@ def sft(
     )
 
 
-def save_lm(outcome: TrainOutcome, tokenizer: PreTrainedTokenizerBase, model_dir: Path) -> None:
-    """The best weights and the tokenizer as one Hugging Face directory (what the next phase loads),
-    with the epoch history; replaced whole, or not at all."""
-    history = [{k: v for k, v in row.items() if k not in TIMINGS} for row in outcome.history]
+def save_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, history: list[dict], model_dir: Path) -> None:
+    """The weights and the tokenizer as one Hugging Face directory (what the next phase loads), with the
+    history of the run (timings left out: the directory is the same bytes on every re-run); replaced whole,
+    or not at all."""
     hf_logging.disable_progress_bar()
+    greedy(model, tokenizer)
     with atomic_path(model_dir) as tmp:
-        outcome.model.save_pretrained(tmp)
+        model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(history, tmp / "history.json")
+        write_json([{k: v for k, v in row.items() if k not in TIMINGS} for row in history], tmp / "history.json")
+
+
+# what the GRPO trainer logs that varies from run to run with the machine, not with the training
+GRPO_TIMINGS = ("train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time", "epoch_seconds")
+
+
+def grpo_stage(
+    params: Params,
+    *,
+    start_dir: Path,
+    corpus: Path,
+    items: Path,
+    sids: Path,
+    model_dir: Path,
+    metrics: Path,
+    resume_dir: Path,
+    reporter: Reporter,
+) -> StageResult:
+    """Stage 3: GRPO of the stage-2 model on training prompts, rewarded by :func:`sid_reward`."""
+    cfg = params.sidreasoner
+    cat, _ = catalogue(params, items, sids)
+    runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, False)
+    tokenizer = AutoTokenizer.from_pretrained(start_dir, local_files_only=True)
+    frame = pd.read_parquet(corpus / CORPUS)
+    frame = frame[frame["phase"] == "reason"]
+    if frame.empty:
+        raise StageFailed(f"{corpus / CORPUS}: no stage-2 prompts to train GRPO on; check sidreasoner.corpus")
+    rng = np.random.default_rng(cfg.seed)
+    take = np.arange(len(frame)) if not cfg.grpo.prompts else rng.permutation(len(frame))[: cfg.grpo.prompts]
+    rows = frame.iloc[np.sort(take)]
+    targets = [cat.sid[i] for i in rows["item_id"]]
+    started = time.time()
+    trainer = train_grpo(
+        start_dir,
+        tokenizer,
+        rows["prompt"].tolist(),
+        targets,
+        frozenset(cat.sid),
+        cfg.grpo,
+        seed=cfg.seed,
+        device=runtime.device.type,
+        bf16=runtime.precision == "bf16",
+        resume_dir=resume_dir,
+        start=md5_file(start_dir / "model.safetensors"),
+        log=reporter.log_metrics,
+    )
+    steps = [row for row in trainer.state.log_history if "reward" in row]
+    history = [
+        {"step": row["step"], **{k.replace("/", "_"): v for k, v in row.items() if k != "step"}} for row in steps
+    ]
+    save_lm(
+        trainer.model, tokenizer, [{k: v for k, v in r.items() if k not in GRPO_TIMINGS} for r in history], model_dir
+    )
+    rewards = [row["reward"] for row in steps]
+    valid = [row.get("valid_sid_share", np.nan) for row in steps]
+    summary = {
+        "steps": len(steps),
+        "prompts": len(rows),
+        "reward_first": round(float(rewards[0]), 6) if rewards else float("nan"),
+        "reward_last": round(float(rewards[-1]), 6) if rewards else float("nan"),
+        "reward_mean": round(float(np.mean(rewards)), 6) if rewards else float("nan"),
+        "reward_std_mean": round(float(np.mean([row.get("reward_std", np.nan) for row in steps])), 6),
+        "valid_sid_share_first": round(float(valid[0]), 6) if valid else float("nan"),
+        "valid_sid_share_last": round(float(valid[-1]), 6) if valid else float("nan"),
+        "kl_last": round(float(steps[-1].get("kl", np.nan)), 6) if steps else float("nan"),
+        "seconds": round(time.time() - started, 1),
+    }
+    write_json(summary, metrics)
+    return StageResult(
+        metrics=summary,
+        tags={"model": "sidreasoner_grpo", "seed": cfg.seed, "device": str(runtime.device), **runtime.tags()},
+        artifacts=[metrics, model_dir / "history.json"],
+        summary=(
+            f"{summary['steps']} steps over {len(rows)} prompts x {cfg.grpo.num_generations} rollouts: reward "
+            f"{summary['reward_first']:.3f} -> {summary['reward_last']:.3f} (mean {summary['reward_mean']:.3f}), "
+            f"valid SIDs {summary['valid_sid_share_first']:.0%} -> {summary['valid_sid_share_last']:.0%}, "
+            f"KL {summary['kl_last']:.4f}, {summary['seconds']:.0f}s on {runtime.device}"
+        ),
+    )
 
 
 def infer_stage(

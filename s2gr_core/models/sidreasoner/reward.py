@@ -28,16 +28,24 @@ from s2gr_core.models.sidreasoner.tokens import ANGLE_TOKEN, END_THINK
 VALID_BONUS = 0.1
 
 
+def answer_codes(completion: str, n: int) -> list[str] | None:
+    """The first ``n`` angle-bracket tokens after the first ``</think>``; None without ``</think>`` or with fewer.
+
+    >>> answer_codes("<think>a <a_3></think> <a_1><b_2><c_3> so", 3)
+    ['<a_1>', '<b_2>', '<c_3>']
+    """
+    _, found, answer = completion.partition(END_THINK)
+    codes = ANGLE_TOKEN.findall(answer)[:n] if found else []
+    return codes if found and len(codes) == n else None
+
+
 def sid_reward(completion: str, target_sid: str, valid_sids: Container[str]) -> float:
     """Reward of ``completion`` (special tokens already removed) against ``target_sid``."""
     target = ANGLE_TOKEN.findall(target_sid)
     if not target:
         raise ValueError(f"target SID {target_sid!r} holds no <x_n> code tokens")
-    _, found, answer = completion.partition(END_THINK)
-    if not found:
-        return 0.0
-    codes = ANGLE_TOKEN.findall(answer)[: len(target)]
-    if len(codes) < len(target):
+    codes = answer_codes(completion, len(target))
+    if codes is None:
         return 0.0
     matched = 0
     for got, want in zip(codes, target, strict=True):
