@@ -16,7 +16,7 @@ from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.runtime import runtime_for
 from s2gr_core.models.sidreasoner import sft
 from s2gr_core.models.sidreasoner.corpus import Catalogue, build_corpus, next_sid_prompt
-from s2gr_core.models.sidreasoner.decode import decode_lists, left_pad
+from s2gr_core.models.sidreasoner.decode import decode_lists, greedy_is_real, left_pad
 from s2gr_core.models.sidreasoner.reward import sid_reward
 from s2gr_core.models.sidreasoner.tokenizer import IGNORE, IM_END, add_sid_tokens, code_token_ids, encode, train_bpe
 from s2gr_core.models.sidreasoner.tokens import END_THINK, THINK, sid_texts, sid_tokens
@@ -142,7 +142,10 @@ def test_beam_over_the_whole_catalogue_is_the_exhaustive_ranking(tokenizer, thin
     code_ids = code_token_ids(tokenizer, sid_tokens(trie.vocab))
     prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("next after <a_1>", "a user", "x")]
     runtime = runtime_for("cpu", 0, "fp32", False)
-    items, scores = decode_lists(model, tokenizer, prompts, code_ids, tables, n, n, 2, runtime, think_tokens)
+    sid_text = frozenset("".join(f"<{'abc'[p]}_{c}>" for p, c in enumerate(row)) for row in sids.tolist())
+    out = decode_lists(model, tokenizer, prompts, code_ids, tables, n, n, 2, runtime, think_tokens, sid_text)
+    items, scores = out.items, out.scores
+    assert out.real is not None and out.real.shape == (3,)
     assert (np.sort(items, axis=1) == np.arange(n)).all()  # every item once
     if think_tokens:  # the SID is scored after the trace: recompute that prefix the same way
         from s2gr_core.models.sidreasoner.decode import think
@@ -245,6 +248,9 @@ def test_grpo_steps_change_the_weights_and_log_rewards(tokenizer, tmp_path: Path
         name="reason",
     )
     greedy(model, tokenizer)
+    ready = tokenizer(prompts[0] + f"{THINK}\nhmm\n{END_THINK}\n\n", add_special_tokens=False)["input_ids"]
+    assert greedy_is_real(model, tokenizer, [ready], frozenset(sids), 3).all()  # it answers one of its SIDs
+    assert not greedy_is_real(model, tokenizer, [ready], frozenset({"<a_3><b_2><c_1>"}), 3).any()
     model.save_pretrained(tmp_path / "stage2")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     logged: list[tuple[dict, int]] = []

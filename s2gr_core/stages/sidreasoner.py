@@ -14,6 +14,7 @@ from transformers.utils import logging as hf_logging
 from s2gr_core.config import Params
 from s2gr_core.evaluation.predictions import write_predictions
 from s2gr_core.io import atomic_path, md5_file, write_json, write_parquet
+from s2gr_core.models.common import peak_memory_mb
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.runtime import runtime_for
 from s2gr_core.models.sidreasoner.corpus import Catalogue, build_corpus, next_sid_prompt, thinking_prompt
@@ -306,13 +307,13 @@ def infer_stage(
     tables = DecodingTables.from_numpy(trie.children)
     prompt = thinking_prompt if cfg.infer.mode == "thinking" else next_sid_prompt
     think_tokens = cfg.infer.max_think_tokens if cfg.infer.mode == "thinking" else 0
-    started, n_users = time.time(), 0
+    started, n_users, real = time.time(), 0, []
     predictions.mkdir(parents=True, exist_ok=True)
     for split, path in (("valid", valid), ("test", test)):
         users, hist, _ = load_eval(str(path))  # histories only: targets are read by evaluate
         texts = [prompt(cat, h[-cfg.corpus.history :].tolist()) for h in hist]
         ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-        got, scores = decode_lists(
+        out = decode_lists(
             model,
             tokenizer,
             ids,
@@ -323,13 +324,18 @@ def infer_stage(
             cfg.infer.batch_size,
             runtime,
             think_tokens,
+            frozenset(cat.sid),
         )
-        write_predictions(predictions / f"{split}.parquet", users, got, scores)
+        write_predictions(predictions / f"{split}.parquet", users, out.items, out.scores)
+        real.append(out.real)
         n_users += len(users)
     seconds = time.time() - started
     summary = {
         "users": n_users,
+        # the LM's own greedy answer, unconstrained, names no real item (the lists themselves hold only real items)
+        "invalid_share": round(1.0 - float(np.concatenate(real).mean()), 6),
         "inference_users_per_s": round(n_users / max(seconds, 1e-9), 1),
+        "peak_memory_mb": round(peak_memory_mb(runtime.device), 1),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     write_json(summary, metrics)
@@ -337,5 +343,6 @@ def infer_stage(
         metrics=summary,
         tags={"model": "sidreasoner", "mode": cfg.infer.mode, "beam": cfg.infer.beam, "device": str(runtime.device)},
         summary=f"{n_users:,} users in {cfg.infer.mode} mode, {summary['inference_users_per_s']:.0f} users/s "
-        f"(beam {cfg.infer.beam}) on {runtime.device}",
+        f"(beam {cfg.infer.beam}) on {runtime.device}; unconstrained, {summary['invalid_share']:.1%} of the greedy "
+        "answers would name no real item",
     )

@@ -14,6 +14,7 @@ SID after it, so every item in a user's list shares that trace.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2gr_core.models.gr.beam import DecodingTables, beam_search
 from s2gr_core.models.runtime import Runtime
+from s2gr_core.models.sidreasoner.reward import answer_codes
 from s2gr_core.models.sidreasoner.tokens import END_THINK
 
 
@@ -119,6 +121,38 @@ def think(
     return [[*p, *out[row, : cut[row]].tolist(), end, *gap] for row, p in enumerate(prompts)]
 
 
+@torch.no_grad()
+def greedy_is_real(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    valid_sids: frozenset[str],
+    codes: int,
+) -> np.ndarray:
+    """(B,) whether the LM's own greedy answer, unconstrained, is a real item's SID: its first ``codes``
+    angle-bracket tokens after the prompt (which ends where the SID begins)."""
+    device = next(model.parameters()).device
+    x, mask = left_pad(prompts, tokenizer.pad_token_id, device)
+    out = model.generate(
+        input_ids=x,
+        attention_mask=mask,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=codes + 1,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )[:, x.shape[1] :]
+    answers = [answer_codes(END_THINK + text, codes) for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return np.array([a is not None and "".join(a) in valid_sids for a in answers])
+
+
+@dataclass(slots=True)
+class Decoded:
+    items: np.ndarray  # (U, top_k) item ids, best first
+    scores: np.ndarray  # (U, top_k) SID log-probabilities
+    real: np.ndarray | None  # (U,) whether the unconstrained greedy answer was a real item (when asked)
+
+
 def decode_lists(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -130,19 +164,23 @@ def decode_lists(
     batch: int,
     runtime: Runtime,
     think_tokens: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
+    valid_sids: frozenset[str] | None = None,
+) -> Decoded:
     """Top-``top_k`` items and scores for every prompt, ``batch`` users per call (thinking first when
-    ``think_tokens`` > 0); shapes (U, top_k)."""
+    ``think_tokens`` > 0); with ``valid_sids``, also whether each user's unconstrained greedy answer (after
+    the same trace) names a real item: what constraining the search fixes."""
     ids = [torch.as_tensor(c, device=runtime.device) for c in code_ids]
     tables = tables.to(runtime.device)
     model.eval()
-    items, scores = [], []
+    items, scores, real = [], [], []
     for start in range(0, len(prompts), batch):
         chunk = prompts[start : start + batch]
         with runtime.autocast():
             if think_tokens:
                 chunk = think(model, tokenizer, chunk, think_tokens)
             got, logp = constrained_topk(model, chunk, ids, tables, beam, tokenizer.pad_token_id)
+            if valid_sids is not None:
+                real.append(greedy_is_real(model, tokenizer, chunk, valid_sids, len(code_ids)))
         items.append(got[:, :top_k].cpu().numpy())
         scores.append(logp[:, :top_k].float().cpu().numpy())
-    return np.concatenate(items), np.concatenate(scores)
+    return Decoded(np.concatenate(items), np.concatenate(scores), np.concatenate(real) if real else None)
