@@ -99,7 +99,7 @@ def run_seed(config: dict, sets: list[str], seed: int) -> dict:
         )
         evaluate_stage(
             p,
-            model=f"sidreasoner-{tag}",
+            model="sidreasoner",
             predictions=predictions,
             items=split["items"],
             valid=split["valid"],
