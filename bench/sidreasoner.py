@@ -58,10 +58,8 @@ def with_sets(params: Params, sets: list[str], seed: int) -> Params:
 
 def run_seed(config: dict, sets: list[str], seed: int) -> dict:
     """Train every phase for one seed, then decode and evaluate each (phase, mode)."""
-    import inspect
-
     from s2gr_core.models.common import resolve_device
-    from s2gr_core.stages import NullReporter, get_stage
+    from s2gr_core.stages import get_stage
     from s2gr_core.stages.evaluate import evaluate_stage
     from s2gr_core.stages.sidreasoner import infer_stage
 
@@ -73,14 +71,8 @@ def run_seed(config: dict, sets: list[str], seed: int) -> dict:
     train_seconds = {}
     for name in TRAINING:
         stage = get_stage(name)
-        kwargs: dict[str, Any] = {
-            **stage.paths(work),
-            **({"corpus": corpus} if "corpus" in stage.deps or "corpus" in stage.outs else {}),
-        }
-        if "reporter" in inspect.signature(stage.function).parameters:
-            kwargs["reporter"] = NullReporter()
         started = time.time()
-        stage.function(params, **kwargs)
+        stage.run(params, work, **({"corpus": corpus} if "corpus" in {**stage.deps, **stage.outs} else {}))
         train_seconds[name] = round(time.time() - started, 1)
     grpo = json.loads((work / "metrics" / "train_sidreasoner_grpo.json").read_text())
     split = {k: work / v for k, v in get_stage("infer_sidreasoner").deps.items() if k != "model_dir"}

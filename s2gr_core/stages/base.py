@@ -93,9 +93,10 @@ class Stage:
     def paths(self, root: Path) -> dict[str, Path]:
         return {k: root / v for k, v in {**self.deps, **self.outs, **self.metrics, **self.scratch}.items()}
 
-    def run(self, params: Params, root: Path, reporter: Reporter | None = None) -> StageResult:
+    def run(self, params: Params, root: Path, reporter: Reporter | None = None, **paths: Path) -> StageResult:
+        """Run the stage on ``root``'s paths; ``paths`` replaces some of them (e.g. a benchmark's own folder)."""
         fn = self.function
-        kwargs: dict[str, Any] = dict(self.paths(root))
+        kwargs: dict[str, Any] = {**self.paths(root), **paths}
         if "reporter" in inspect.signature(fn).parameters:
             kwargs["reporter"] = reporter or NullReporter()
         return fn(params, **kwargs)

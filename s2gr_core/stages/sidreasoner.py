@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.utils import logging as hf_logging
 
 from s2gr_core.config import Params
 from s2gr_core.evaluation.predictions import write_predictions
@@ -198,7 +197,6 @@ def save_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, history:
     """The weights and the tokenizer as one Hugging Face directory (what the next phase loads), with the
     history of the run (timings left out: the directory is the same bytes on every re-run); replaced whole,
     or not at all."""
-    hf_logging.disable_progress_bar()
     greedy(model, tokenizer)
     with atomic_path(model_dir) as tmp:
         model.save_pretrained(tmp)

@@ -90,6 +90,28 @@ def constrained_topk(
     return beam_search(make_step(model, code_ids), reorder, cache, tables, len(prompts), beam)
 
 
+def continue_greedily(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    max_tokens: int,
+    stop: int | list[int],
+) -> torch.Tensor:
+    """(B, <= max_tokens) greedy continuation of every prompt (left-padded together), ``do_sample=False``
+    explicitly: a model directory's generation config never turns this into sampling."""
+    x, mask = left_pad(prompts, tokenizer.pad_token_id, next(model.parameters()).device)
+    out = model.generate(
+        input_ids=x,
+        attention_mask=mask,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_tokens,
+        eos_token_id=stop,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return out[:, x.shape[1] :]
+
+
 @torch.no_grad()
 def think(
     model: PreTrainedModel,
@@ -99,22 +121,8 @@ def think(
 ) -> list[list[int]]:
     """Each prompt followed by its greedy reasoning trace up to and including ``</think>`` (added where the
     trace runs out of tokens), then the blank line a trained answer puts before its SID."""
-    device = next(model.parameters()).device
     end = tokenizer.convert_tokens_to_ids(END_THINK)
-    x, mask = left_pad(prompts, tokenizer.pad_token_id, device)
-    out = (
-        model.generate(
-            input_ids=x,
-            attention_mask=mask,
-            do_sample=False,
-            num_beams=1,
-            max_new_tokens=max_tokens,
-            eos_token_id=[end, tokenizer.eos_token_id],
-            pad_token_id=tokenizer.pad_token_id,
-        )[:, x.shape[1] :]
-        .cpu()
-        .numpy()
-    )
+    out = continue_greedily(model, tokenizer, prompts, max_tokens, [end, tokenizer.eos_token_id]).cpu().numpy()
     ended = out == end
     cut = np.where(ended.any(1), ended.argmax(1), out.shape[1])  # index of the first </think>, or the end
     gap = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
@@ -131,17 +139,7 @@ def greedy_is_real(
 ) -> np.ndarray:
     """(B,) whether the LM's own greedy answer, unconstrained, is a real item's SID: its first ``codes``
     angle-bracket tokens after the prompt (which ends where the SID begins)."""
-    device = next(model.parameters()).device
-    x, mask = left_pad(prompts, tokenizer.pad_token_id, device)
-    out = model.generate(
-        input_ids=x,
-        attention_mask=mask,
-        do_sample=False,
-        num_beams=1,
-        max_new_tokens=codes + 1,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )[:, x.shape[1] :]
+    out = continue_greedily(model, tokenizer, prompts, codes + 1, tokenizer.eos_token_id)
     answers = [answer_codes(END_THINK + text, codes) for text in tokenizer.batch_decode(out, skip_special_tokens=True)]
     return np.array([a is not None and "".join(a) in valid_sids for a in answers])
 

@@ -11,6 +11,9 @@ from transformers.utils import logging as hf_logging
 
 from s2gr_core.config.sidreasoner import LMConfig
 
+# a bar per shard when a one-shard model is saved or loaded says nothing the stage's own line does not
+hf_logging.disable_progress_bar()
+
 
 def build_model(cfg: LMConfig, tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
     """The stage-1 starting point, its vocabulary sized to ``tokenizer`` (SID tokens included).
@@ -52,7 +55,6 @@ def greedy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
 
 def load_lm(path: Path, device: torch.device) -> PreTrainedModel:
     """A phase's saved model (``save_pretrained`` directory), in eval mode on ``device``."""
-    hf_logging.disable_progress_bar()  # a bar per shard of a 1-shard model says nothing the stage's line does not
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # generation-config notes about unset sampling fields
         model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=torch.float32)
