@@ -213,17 +213,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from s2gr_core.config import load_params
-    from s2gr_core.io import load_torch
-    from s2gr_core.models.gr.explain import explain
-    from s2gr_core.models.gr.train import load_model
-    from s2gr_core.split import load_eval, load_train
-    from s2gr_core.stages.generative import load_semantic
+    from s2gr_core.split import load_eval
 
     root = env.find_root()
     params = load_params(root / "params.yaml")
-    best = root / "models" / "s2gr" / "best.pt"
-    if not best.is_file():
-        print(f"s2gr explain: {best} not found; train the model first (dvc repro train_s2gr)", file=sys.stderr)
+    model_dir = root / "models" / ("s2gr" if args.model == "s2gr" else f"sidreasoner_{args.phase}")
+    stage = "train_s2gr" if args.model == "s2gr" else f"train_sidreasoner_{args.phase}"
+    if not (model_dir / "best.pt" if args.model == "s2gr" else model_dir).exists():
+        print(f"s2gr explain: {model_dir} not found; train the model first (dvc repro {stage})", file=sys.stderr)
         return 1
     items = pd.read_parquet(root / "data" / "processed" / "items.parquet").sort_values("item_id")
     users, histories, _ = load_eval(str(root / "data" / "split" / "test.parquet"))
@@ -233,12 +230,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if user_id is None or user_id not in set(users.tolist()):
         print(f"s2gr explain: unknown user {args.user!r} (give the dataset's own user key)", file=sys.stderr)
         return 1
+    history = histories[int(np.flatnonzero(users == user_id)[0])]
+    explain = _explain_s2gr if args.model == "s2gr" else _explain_sidreasoner
+    return explain(args, root, params, items, history)
+
+
+def _explain_s2gr(args: argparse.Namespace, root: Path, params, items, history) -> int:
+    import numpy as np
+
+    from s2gr_core.io import load_torch
+    from s2gr_core.models.gr.explain import explain
+    from s2gr_core.models.gr.train import load_model
+    from s2gr_core.split import load_train
+    from s2gr_core.stages.generative import load_semantic
+
+    best = root / "models" / "s2gr" / "best.pt"
     _, sequences = load_train(str(root / "data" / "split" / "train.parquet"))
     popularity = np.bincount(np.concatenate(sequences), minlength=len(items))
     sem = load_semantic(root / "data" / "sids", len(items))
     model = load_model(best)
     space = str(load_torch(best)["config"].get("align_space", "projection"))  # as the model was trained
-    history = histories[int(np.flatnonzero(users == user_id)[0])]
     result = explain(model, sem, history, popularity, params.s2gr.beam, top_k=10, space=space)
     title = items["title"].fillna("(no title)").tolist()
     print(f"user {args.user} — history (oldest first, test split):")
@@ -251,6 +262,45 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print("top-10:")
     for rank, item in enumerate(result.top, 1):
         print(f"  {rank:2d}. {title[item]}")
+    return 0
+
+
+def _explain_sidreasoner(args: argparse.Namespace, root: Path, params, items, history) -> int:
+    from transformers import AutoTokenizer
+
+    from s2gr_core.models.gr.beam import DecodingTables
+    from s2gr_core.models.runtime import runtime_for
+    from s2gr_core.models.sidreasoner.explain import explain_user
+    from s2gr_core.models.sidreasoner.model import load_lm
+    from s2gr_core.models.sidreasoner.tokenizer import code_token_ids
+    from s2gr_core.models.sidreasoner.tokens import sid_tokens
+    from s2gr_core.stages.sidreasoner import catalogue
+
+    cfg = params.sidreasoner
+    model_dir = root / "models" / f"sidreasoner_{args.phase}"
+    mode = args.mode or cfg.infer.mode
+    cat, trie = catalogue(params, root / "data" / "processed" / "items.parquet", root / "data" / "sids")
+    runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, False)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    result = explain_user(
+        load_lm(model_dir, runtime.device),
+        tokenizer,
+        cat,
+        history[-cfg.corpus.history :].tolist(),
+        code_token_ids(tokenizer, sid_tokens(trie.vocab)),
+        DecodingTables.from_numpy(trie.children),
+        think_tokens=cfg.infer.max_think_tokens if mode == "thinking" else 0,
+        beam=cfg.infer.beam,
+        top_k=10,
+    )
+    print(f"user {args.user}, SIDReasoner after {args.phase}, {mode} mode — the prompt (SIDs titled):")
+    print(textwrap.indent(result.prompt.strip(), "  "))
+    if mode == "thinking":
+        print("reasoning trace (greedy, cut at </think>; SIDs titled):")
+        print(textwrap.indent(result.trace or "(empty)", "  "))
+    print("top-10 (constrained beam; SID log-probability):")
+    for rank, (item, score) in enumerate(zip(result.top, result.scores, strict=True), 1):
+        print(f"  {rank:2d}. {cat.sid[item]} {cat.title[item]}  ({score:.2f})")
     return 0
 
 
@@ -290,11 +340,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_stage)
     p = sub.add_parser(
         "explain",
-        help="what the S2GR model thought for one user: history, each thinking vector's cluster, top-10",
-        description="Uses models/s2gr/best.pt and the user's test-split history. USER is the dataset's own "
-        "user key (MovieLens user id, Amazon reviewer id).",
+        help="what a reasoning model thought for one user: S2GR's thinking vectors or SIDReasoner's trace, top-10",
+        description="Uses the user's test-split history. S2GR (models/s2gr/best.pt): each thinking vector's "
+        "nearest code cluster with example titles. SIDReasoner (models/sidreasoner_<phase>): the prompt and "
+        "the greedy reasoning trace with every SID followed by its item's title, as infer_sidreasoner decodes. "
+        "Both end with the top-10. USER is the dataset's own user key (MovieLens user id, Amazon reviewer id).",
     )
     p.add_argument("user", help="the user's key in the raw data")
+    p.add_argument("--model", choices=["s2gr", "sidreasoner"], default="s2gr", help="which model (default s2gr)")
+    p.add_argument(
+        "--phase",
+        choices=["align", "reason", "grpo"],
+        default="grpo",
+        help="SIDReasoner: the phase whose weights to use (default grpo, the one infer_sidreasoner decodes)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["plain", "thinking"],
+        help="SIDReasoner: decoding mode (default: params.yaml's sidreasoner.infer.mode)",
+    )
     p.set_defaults(func=cmd_explain)
     p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
     p.set_defaults(func=cmd_stages)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,7 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     assert (project / "dvc.lock").read_text() == lock
     assert len(mlflow_runs(project)) == len(runs)
     assert_plots(project)
+    assert_explains(project)
 
     # 3. A plain dvc repro groups its stage runs under one parent of its own. Two stages show it:
     # the flow above already ran every stage through DVC, and a full second run cost two minutes.
@@ -109,6 +111,21 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     status = run([str(BIN / "dvc"), "status"], project)
     assert "validate:" in status.stdout  # still stale: the next good data drop re-runs it
     assert "split:" not in status.stdout  # what split reads is the last published (good) data
+
+
+def assert_explains(project: Path) -> None:
+    """``s2gr explain`` reads both reasoning models back for a test user, SIDs followed by titles."""
+    import pandas as pd
+
+    test_user = int(pd.read_parquet(project / "data/split/test.parquet", columns=["user_id"])["user_id"].iloc[0])
+    keys = pd.read_parquet(project / "data/processed/interactions.parquet", columns=["user_id", "user_key"])
+    key = str(keys.loc[keys["user_id"] == test_user, "user_key"].iloc[0])
+    for model in ("s2gr", "sidreasoner"):
+        shown = run([str(BIN / "s2gr"), "explain", key, "--model", model], project).stdout
+        assert "top-10" in shown and f"user {key}" in shown
+    assert re.search(r"<a_\d+><b_\d+><c_\d+><d_\d+> \[[^]]+\]", shown)  # the prompt's history, titled
+    missing = run([str(BIN / "s2gr"), "explain", "no-such-user", "--model", "sidreasoner"], project, ok=False)
+    assert missing.returncode == 1 and "unknown user 'no-such-user'" in missing.stderr
 
 
 def assert_plots(project: Path) -> None:

@@ -199,6 +199,12 @@ def test_a_killed_phase_resumes_from_its_last_epoch(tokenizer, tmp_path: Path, m
         ({"infer": {"beam": 5}}, "sidreasoner.infer.beam: 5 is below inference.top_k 20"),
         ({"align": {"lr": 0}}, "sidreasoner.align.lr: must be > 0"),
         ({"infer": {"mode": "dream"}}, r"sidreasoner.infer.mode: must be one of \['plain', 'thinking'\]"),
+        ({"teacher": {"kind": "openai"}}, "sidreasoner.teacher.base_url: teacher 'openai' needs an http"),
+        (
+            {"teacher": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}},
+            "sidreasoner.teacher.model: teacher 'openai' needs the model name",
+        ),
+        ({"teacher": {"concurrency": 0}}, "sidreasoner.teacher.concurrency: must be >= 1, got 0"),
     ],
 )
 def test_bad_sidreasoner_params_are_named(override: dict, message: str) -> None:
@@ -283,3 +289,155 @@ def test_a_grpo_checkpoint_is_resumed_only_by_the_same_run(tmp_path: Path) -> No
     (tmp_path / "checkpoint-3").mkdir()
     assert resumable(tmp_path, "run-a")  # same settings and data: resume
     assert not resumable(tmp_path, "run-b") and not (tmp_path / "checkpoint-3").exists()  # stale: removed
+
+
+def trie_fixture(tokenizer) -> tuple[np.ndarray, SidTrie, list[np.ndarray]]:
+    """Some of the (4, 3, 2) SID space as real items, their trie and the code token ids."""
+    rng = np.random.default_rng(0)
+    sids = np.unique(np.stack([rng.integers(0, v, 12) for v in (4, 3, 2)], axis=1), axis=0)
+    trie = SidTrie.build(sids)
+    return sids, trie, code_token_ids(tokenizer, sid_tokens(trie.vocab))
+
+
+def test_the_answer_constraint_walks_the_trie_per_row(tokenizer) -> None:
+    """Hand-built rows at each point of the answer: the mask allows exactly what the format and trie allow."""
+    from s2gr_core.models.sidreasoner.constrain import AnswerFormat
+
+    sids, trie, code_ids = trie_fixture(tokenizer)
+    fmt = AnswerFormat.build(tokenizer, code_ids, DecodingTables.from_numpy(trie.children))
+    end, eos, gap = fmt.end_think, fmt.eos, list(fmt.gap)
+    a, b = int(sids[0, 0]), int(sids[0, 1])
+    think_word = tokenizer("why", add_special_tokens=False)["input_ids"][0]
+    prompt = [7, 8]
+    rows = {
+        "thinking": [think_word],
+        "budget spent": [think_word] * 5,
+        "gap": [think_word, end],
+        "code a": [end, *gap],
+        "code b": [end, *gap, int(code_ids[0][a])],
+        "code c": [end, *gap, int(code_ids[0][a]), int(code_ids[1][b])],
+        "done": [end, *gap, *(int(code_ids[p][c]) for p, c in enumerate(sids[0]))],
+    }
+    pad = tokenizer.pad_token_id
+    allowed = {}
+    for name, written in rows.items():
+        x = torch.tensor([[*prompt, *written]])
+        scores = fmt.processor(len(prompt), 5 + fmt.answer_tokens)(x, torch.zeros(1, len(tokenizer)))
+        allowed[name] = set(torch.isfinite(scores[0]).nonzero()[:, 0].tolist())
+    assert len(allowed["thinking"]) == len(tokenizer) - 1 and eos not in allowed["thinking"]
+    assert allowed["budget spent"] == {end} and allowed["gap"] == {gap[0]} and allowed["done"] == {eos}
+    assert allowed["code a"] == {int(code_ids[0][c]) for c in np.unique(sids[:, 0])}
+    assert allowed["code b"] == {int(code_ids[1][c]) for c in np.unique(sids[sids[:, 0] == a, 1])}
+    under = sids[(sids[:, 0] == a) & (sids[:, 1] == b), 2]
+    assert allowed["code c"] == {int(code_ids[2][c]) for c in np.unique(under)} and pad not in allowed["code c"]
+
+
+@pytest.mark.parametrize("max_new", [8, 20])
+def test_constrained_sampling_always_answers_a_real_item(tokenizer, max_new: int) -> None:
+    """A random model sampled at temperature 1: every rollout closes its thoughts, names a real SID and stops."""
+    from s2gr_core.models.sidreasoner.constrain import AnswerFormat, constrain_generate
+    from s2gr_core.models.sidreasoner.reward import answer_codes
+
+    sids, trie, code_ids = trie_fixture(tokenizer)
+    fmt = AnswerFormat.build(tokenizer, code_ids, DecodingTables.from_numpy(trie.children))
+    model = tiny_lm(len(tokenizer), seed=1)
+    constrain_generate(model, fmt)
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("a user", "next after <a_1>")]
+    x, mask = left_pad(prompts, tokenizer.pad_token_id, torch.device("cpu"))
+    torch.manual_seed(0)
+    out = model.generate(
+        input_ids=x,
+        attention_mask=mask,
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        num_return_sequences=16,
+        max_new_tokens=max_new,
+        eos_token_id=fmt.eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )[:, x.shape[1] :]
+    real = {"".join(f"<{'abc'[p]}_{c}>" for p, c in enumerate(row)) for row in sids.tolist()}
+    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+    answers = {"".join(answer_codes(t, 3) or []) for t in texts}
+    assert answers <= real and len(answers) > 1  # real items only, and still sampled
+    assert all((row == fmt.eos).any() for row in out)  # every rollout ended its turn
+    with pytest.raises(ValueError, match="max_completion_tokens = 7 leaves no room to think"):
+        fmt.processor(2, fmt.answer_tokens)
+
+
+def test_constrained_grpo_rollouts_are_all_real_items(tokenizer, tmp_path: Path) -> None:
+    """GRPO with ``constrained``: from an untrained model every rollout still earns the validity bonus."""
+    from s2gr_core.config import params_from_dict
+    from s2gr_core.models.sidreasoner.constrain import AnswerFormat
+    from s2gr_core.models.sidreasoner.grpo import train_grpo
+
+    sids, trie, code_ids = trie_fixture(tokenizer)
+    cfg = params_from_dict(
+        repo_params(sidreasoner={"grpo": {"constrained": True, "num_generations": 4, "temperature": 1.0}})
+    ).sidreasoner.grpo
+    targets = ["".join(f"<{'abc'[p]}_{c}>" for p, c in enumerate(row)) for row in sids[:4].tolist()]
+    model = tiny_lm(len(tokenizer))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(tmp_path / "stage2")
+    logged: list[dict] = []
+    train_grpo(
+        tmp_path / "stage2",
+        tokenizer,
+        ["<|im_start|>user\nnext?<|im_end|>\n<|im_start|>assistant\n"] * 4,
+        targets,
+        frozenset(sid_texts(sids)),
+        cfg,
+        seed=0,
+        device="cpu",
+        bf16=False,
+        resume_dir=tmp_path / "grpo",
+        start="t",
+        log=lambda m, s: logged.append(m),
+        answer=AnswerFormat.build(tokenizer, code_ids, DecodingTables.from_numpy(trie.children)),
+    )
+    steps = [m for m in logged if "reward" in m]
+    assert len(steps) == 2 and all(m["valid_sid_share"] == 1.0 and m["reward"] >= 0.1 for m in steps)
+    with pytest.raises(ValueError, match="no answer format"):
+        kw = {"seed": 0, "device": "cpu", "bf16": False, "resume_dir": tmp_path / "x", "start": "t"}
+        train_grpo(tmp_path / "stage2", tokenizer, [], [], frozenset(), cfg, **kw)
+
+
+def test_with_titles_reads_back_whole_sids_only() -> None:
+    from s2gr_core.models.sidreasoner.explain import with_titles
+
+    cat = Catalogue("movie", ["<a_1><b_0><c_1>", "<a_2><b_1><c_0>"], ["Heat", "Up"], [[], []], ["", ""], [0, 0], [0, 0])
+    text = "liked <a_2><b_1><c_0>, then <a_1><b_0><c_1><a_1><b_0><c_0> and <a_1><b_0>."
+    assert with_titles(text, cat) == (
+        "liked <a_2><b_1><c_0> [Up], then <a_1><b_0><c_1> [Heat]<a_1><b_0><c_0> [no such item] and <a_1><b_0>."
+    )
+
+
+@pytest.mark.parametrize("think_tokens", [0, 6])
+def test_explain_shows_the_list_the_pipeline_decodes(tokenizer, think_tokens: int) -> None:
+    """``s2gr explain --model sidreasoner`` prints the same top-K (and scores) as ``infer_sidreasoner`` writes,
+    and its trace is the text of the tokens the beam was conditioned on."""
+    from s2gr_core.models.sidreasoner.corpus import thinking_prompt
+    from s2gr_core.models.sidreasoner.decode import think
+    from s2gr_core.models.sidreasoner.explain import explain_user, with_titles
+
+    sids, trie, code_ids = trie_fixture(tokenizer)
+    texts = ["".join(f"<{'abc'[p]}_{c}>" for p, c in enumerate(row)) for row in sids.tolist()]
+    n = len(texts)
+    cat = Catalogue("movie", texts, [f"title {i}" for i in range(n)], [[]] * n, [""] * n, [0.0] * n, [0.0] * n)
+    tables = DecodingTables.from_numpy(trie.children)
+    model = tiny_lm(len(tokenizer), seed=2)
+    history = [3, 0, 1]
+    prompt = (thinking_prompt if think_tokens else next_sid_prompt)(cat, history)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    runtime = runtime_for("cpu", 0, "fp32", False)
+    want = decode_lists(model, tokenizer, [ids], code_ids, tables, n, 5, 1, runtime, think_tokens)
+    got = explain_user(model, tokenizer, cat, history, code_ids, tables, think_tokens=think_tokens, beam=n, top_k=5)
+    np.testing.assert_array_equal(got.top, want.items[0])
+    np.testing.assert_allclose(got.scores, want.scores[0], atol=1e-5)
+    assert f"{texts[3]} [title 3], {texts[0]} [title 0]" in got.prompt
+    if think_tokens:
+        traced = think(model, tokenizer, [ids], think_tokens)[0][len(ids) :]
+        assert got.trace == with_titles(tokenizer.decode(traced, skip_special_tokens=True).strip(), cat)
+        assert got.trace.endswith(END_THINK)
+    else:
+        assert got.trace == ""

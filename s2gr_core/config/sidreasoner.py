@@ -66,6 +66,41 @@ class CorpusConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TeacherConfig:
+    kind: Literal["templates", "openai"] = _help(
+        "Who writes the item paragraphs and reasoning texts: 'templates' (deterministic, from item fields and what "
+        "a history shares) or 'openai' (any OpenAI-compatible chat endpoint, e.g. a local vLLM or Ollama server)."
+    )
+    base_url: str = _help("openai: the API root, e.g. http://127.0.0.1:8000/v1 (/chat/completions is appended).")
+    model: str = _help("openai: the model name the endpoint serves.")
+    api_key_env: str = _help("openai: the environment variable holding the API key (empty or unset: no key sent).")
+    temperature: float = _help("openai: sampling temperature of the teacher (0 = its most likely text).")
+    max_tokens: int = _help("openai: longest answer in tokens.")
+    timeout_s: float = _help("openai: seconds to wait for one answer.")
+    retries: int = _help("openai: extra tries after a connection error, a timeout or HTTP 408/429/5xx.")
+    concurrency: int = _help("openai: requests in flight at once.")
+    cache_dir: str = _help(
+        "openai: where answers are cached (relative to the project root), keyed by model, messages and sampling "
+        "settings: a re-run sends only what is not there. Not a DVC output, so a re-run of the stage keeps it."
+    )
+
+    def __post_init__(self) -> None:
+        if self.kind == "openai":
+            require(
+                self.base_url.startswith(("http://", "https://")),
+                "base_url",
+                f"teacher 'openai' needs an http(s) URL, got {self.base_url!r}",
+            )
+            require(bool(self.model), "model", "teacher 'openai' needs the model name the endpoint serves")
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        require(self.timeout_s > 0, "timeout_s", f"must be > 0, got {self.timeout_s}")
+        require(self.retries >= 0, "retries", f"must be >= 0, got {self.retries}")
+        for name in ("max_tokens", "concurrency"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(bool(self.cache_dir), "cache_dir", "must name a directory")
+
+
+@dataclass(frozen=True, slots=True)
 class PhaseConfig:
     lr: float = _help("Peak AdamW learning rate (linear decay after the warm-up).")
     warmup_steps: int = _help("Linear warm-up steps.")
@@ -92,6 +127,11 @@ class GRPOPhaseConfig:
     epsilon: float = _help("PPO-style clipping of the probability ratio.")
     temperature: float = _help("Sampling temperature of the rollouts (top-p 1).")
     max_completion_tokens: int = _help("Longest rollout; a longer one is cut (and earns what its text earns).")
+    constrained: bool = _help(
+        "false (the paper): rollouts are sampled freely. true: every rollout ends in </think>, a real item's SID "
+        "and the end of turn (</think> forced when only the answer still fits; each code sampled among the codes "
+        "the SID trie allows), so each earns the validity bonus and groups differ by matching codes."
+    )
 
     def __post_init__(self) -> None:
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
@@ -123,6 +163,7 @@ class InferConfig:
 class SIDReasonerConfig:
     model: LMConfig = _help("The base causal LM and its tokenizer.")
     corpus: CorpusConfig = _help("Stage-1/2 training tasks, built from the training split only.")
+    teacher: TeacherConfig = _help("Who writes the item paragraphs and reasoning texts of the corpus.")
     align: PhaseConfig = _help("Stage 1: SID-language alignment (multi-task SFT).")
     reason: PhaseConfig = _help("Stage 2: reasoning activation (SFT on <think>reasoning</think> SID).")
     grpo: GRPOPhaseConfig = _help("Stage 3: GRPO with the outcome reward (TRL's GRPOTrainer).")

@@ -208,11 +208,11 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         name="sidreasoner_corpus",
         fn="s2gr_core.stages.sidreasoner:corpus_stage",
-        help="SIDReasoner's stage-1 tasks and stage-2 reasoning samples from the training split (templates as the "
-        "teacher), and its tokenizer with one token per SID code.",
+        help="SIDReasoner's stage-1 tasks and stage-2 reasoning samples from the training split (the teacher's "
+        "texts: templates, or an OpenAI-compatible endpoint), and its tokenizer with one token per SID code.",
         deps={"train": TRAIN, "items": ITEMS, "sids": SIDS},
         outs={"corpus": SIDR_CORPUS},
-        params=("sidreasoner.model", "sidreasoner.corpus", "sidreasoner.seed", "data.name"),
+        params=("sidreasoner.model", "sidreasoner.corpus", "sidreasoner.teacher", "sidreasoner.seed", "data.name"),
         metrics={"metrics": "metrics/sidreasoner_corpus.json"},
         code=SIDR_CODE,
     ),

@@ -16,11 +16,13 @@ from s2gr_core.io import atomic_path, md5_file, write_json, write_parquet
 from s2gr_core.models.common import peak_memory_mb
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.runtime import runtime_for
+from s2gr_core.models.sidreasoner.constrain import AnswerFormat
 from s2gr_core.models.sidreasoner.corpus import Catalogue, build_corpus, next_sid_prompt, thinking_prompt
 from s2gr_core.models.sidreasoner.decode import decode_lists
 from s2gr_core.models.sidreasoner.grpo import train_grpo
 from s2gr_core.models.sidreasoner.model import build_model, greedy, load_lm
 from s2gr_core.models.sidreasoner.sft import train_phase
+from s2gr_core.models.sidreasoner.teacher import TeacherError, make_teacher
 from s2gr_core.models.sidreasoner.tokenizer import build_tokenizer, code_token_ids, encode
 from s2gr_core.models.sidreasoner.tokens import ANGLE_TOKEN, sid_texts, sid_tokens
 from s2gr_core.models.training import TIMINGS
@@ -46,7 +48,12 @@ def corpus_stage(params: Params, *, train: Path, items: Path, sids: Path, corpus
     cfg = params.sidreasoner
     cat, trie = catalogue(params, items, sids)
     users, sequences = load_train(str(train))
-    frame = build_corpus(cat, users, sequences, cfg.corpus, cfg.seed)
+    teacher = make_teacher(cfg.teacher)
+    try:
+        frame = build_corpus(cat, users, sequences, cfg.corpus, cfg.seed, teacher)
+    except TeacherError as exc:
+        raise StageFailed(f"sidreasoner.teacher: {exc}; the cache keeps every answer received so far") from exc
+    teacher_counts = {f"teacher_{k}": int(v) for k, v in sorted(getattr(teacher, "stats", {}).items())}
     # the tokenizer learns the words of the items and templates; SID codes are whole tokens of their own
     texts = [*pd.read_parquet(items, columns=["text"])["text"], *frame["prompt"], *frame["response"]]
     texts = [ANGLE_TOKEN.sub(" ", t) for t in texts]
@@ -65,14 +72,16 @@ def corpus_stage(params: Params, *, train: Path, items: Path, sids: Path, corpus
         "vocab": len(tokenizer),
         "tokens_mean": round(float(np.mean(lengths)), 1),
         "tokens_max": int(np.max(lengths)),
+        **teacher_counts,
     }
     write_json(summary, metrics)
     return StageResult(
         metrics=summary,
-        tags={"base_model": cfg.model.base_model or "built"},
+        tags={"base_model": cfg.model.base_model or "built", "teacher": cfg.teacher.model or cfg.teacher.kind},
         summary=(
             f"{len(frame):,} samples over {len(sizes)} tasks ({summary['tokens_mean']:.0f} tokens on average), "
             f"tokenizer of {len(tokenizer):,} tokens"
+            + "".join(f", {k.replace('_', ' ')} {v:,}" for k, v in teacher_counts.items())
         ),
     )
 
@@ -222,9 +231,17 @@ def grpo_stage(
 ) -> StageResult:
     """Stage 3: GRPO of the stage-2 model on training prompts, rewarded by :func:`sid_reward`."""
     cfg = params.sidreasoner
-    cat, _ = catalogue(params, items, sids)
+    cat, trie = catalogue(params, items, sids)
     runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, False)
     tokenizer = AutoTokenizer.from_pretrained(start_dir, local_files_only=True)
+    answer = None
+    if cfg.grpo.constrained:
+        code_ids = code_token_ids(tokenizer, sid_tokens(trie.vocab))
+        answer = AnswerFormat.build(tokenizer, code_ids, DecodingTables.from_numpy(trie.children))
+        try:
+            answer.processor(0, cfg.grpo.max_completion_tokens)
+        except ValueError as exc:
+            raise StageFailed(f"sidreasoner.{exc}") from exc
     frame = pd.read_parquet(corpus / CORPUS)
     frame = frame[frame["phase"] == "reason"]
     if frame.empty:
@@ -247,6 +264,7 @@ def grpo_stage(
         resume_dir=resume_dir,
         start=md5_file(start_dir / "model.safetensors"),
         log=reporter.log_metrics,
+        answer=answer,
     )
     steps = [row for row in trainer.state.log_history if "reward" in row]
     history = [

@@ -3,7 +3,9 @@
 The default teacher is a set of deterministic templates: item paragraphs from the item's fields,
 and reasoning from what a history shares (its leading categories, a returning brand, the latest
 switch). Every item mention in generated text is its SID, and reasoning is built from the history
-alone (its function never sees the target), so it cannot name the item it leads to.
+alone (its function never sees the target), so it cannot name the item it leads to. A
+:class:`Teacher` writes those two kinds of text; ``teacher.py`` has one behind an OpenAI-compatible
+endpoint, held to the same rules.
 
 One row per sample::
 
@@ -22,6 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -148,11 +151,40 @@ def reasoning(cat: Catalogue, history: Sequence[int]) -> str:
     return " ".join(lines)
 
 
-def reasoning_response(cat: Catalogue, history: Sequence[int], target: int) -> str:
-    return f"{THINK}\n{reasoning(cat, history)}\n{END_THINK}\n\n{cat.sid[target]}"
+def reasoning_response(cat: Catalogue, thought: str, target: int) -> str:
+    """Stage 2's target: the reasoning in a think block, then the SID."""
+    return f"{THINK}\n{thought}\n{END_THINK}\n\n{cat.sid[target]}"
+
+
+def narrative(cat: Catalogue, history: Sequence[int], thought: str, target: int) -> str:
+    """Task 8: the history's SIDs, the reasoning about it, and the next item's SID."""
+    return f"A user's history: {cat.sids(history)}. {thought} The next {cat.noun} is {cat.sid[target]}."
 
 
 Sample = tuple[int, list[int], int]  # (user id, history item ids, target item id)
+
+
+class Teacher(Protocol):
+    """Who writes the texts the paper had a stronger LLM write (SIDREASONER.md §3): item paragraphs that
+    name the item by its SID only, and reasoning about a history that never names its target."""
+
+    def paragraphs(self, cat: Catalogue, items: Sequence[int]) -> list[str]: ...
+
+    def reasonings(self, cat: Catalogue, samples: Sequence[Sample]) -> list[str]: ...
+
+
+class TemplateTeacher:
+    """The default teacher: :func:`item_paragraph` and :func:`reasoning`, deterministic, from item fields
+    and from what a history shares (the target is not an argument of the reasoning)."""
+
+    def paragraphs(self, cat: Catalogue, items: Sequence[int]) -> list[str]:
+        return [item_paragraph(cat, int(i)) for i in items]
+
+    def reasonings(self, cat: Catalogue, samples: Sequence[Sample]) -> list[str]:
+        return [reasoning(cat, history) for _, history, _ in samples]
+
+
+TEACHER_TASKS = ("item_paragraph", "sequence_narrative")  # the stage-1 tasks whose text a teacher writes
 SEQUENTIAL: dict[str, Callable[[Catalogue, list[int], int, np.random.Generator], tuple[str, str, str]]] = {
     # task -> (kind, prompt, response)
     "sid_to_sid": lambda c, h, t, _: ("chat", next_sid_prompt(c, h), c.sid[t]),
@@ -176,11 +208,6 @@ SEQUENTIAL: dict[str, Callable[[Catalogue, list[int], int, np.random.Generator],
         + EMPTY_THINK,
         c.sid[t],
     ),
-    "sequence_narrative": lambda c, h, t, _: (
-        "lm",
-        "",
-        f"A user's history: {c.sids(h)}. {reasoning(c, h)} The next {c.noun} is {c.sid[t]}.",
-    ),
 }
 PER_ITEM: dict[str, Callable[[Catalogue, int], tuple[str, str, str]]] = {
     "title_to_sid": lambda c, i: (
@@ -193,7 +220,6 @@ PER_ITEM: dict[str, Callable[[Catalogue, int], tuple[str, str, str]]] = {
         chat(f"What is the title of the {c.noun} {c.sid[i]}?") + EMPTY_THINK,
         c.title[i],
     ),
-    "item_paragraph": lambda c, i: ("lm", "", item_paragraph(c, i)),
 }
 
 
@@ -218,28 +244,45 @@ def training_samples(
 
 
 def build_corpus(
-    cat: Catalogue, users: np.ndarray, sequences: list[np.ndarray], cfg: CorpusConfig, seed: int
+    cat: Catalogue,
+    users: np.ndarray,
+    sequences: list[np.ndarray],
+    cfg: CorpusConfig,
+    seed: int,
+    teacher: Teacher | None = None,
 ) -> pd.DataFrame:
-    """Every enabled stage-1 task and the stage-2 reasoning task, shuffled within each phase."""
+    """Every enabled stage-1 task and the stage-2 reasoning task, shuffled within each phase; the item
+    paragraphs and reasoning texts are ``teacher``'s (default: :class:`TemplateTeacher`)."""
+    teacher = teacher or TemplateTeacher()
     rng = np.random.default_rng(seed)
     rows: list[tuple] = []
     for task in cfg.tasks:
-        if task in PER_ITEM:
+        if task in PER_ITEM or task == "item_paragraph":
             items = np.arange(len(cat.sid))
             if cfg.max_per_task and cfg.max_per_task < len(items):
                 items = np.sort(rng.choice(len(items), cfg.max_per_task, replace=False))
-            rows += [("align", task, *PER_ITEM[task](cat, int(i)), -1, int(i)) for i in items]
+            if task == "item_paragraph":
+                texts = teacher.paragraphs(cat, items.tolist())
+                rows += [("align", task, "lm", "", text, -1, int(i)) for i, text in zip(items, texts, strict=True)]
+            else:
+                rows += [("align", task, *PER_ITEM[task](cat, int(i)), -1, int(i)) for i in items]
+            continue
+        samples = training_samples(users, sequences, cfg.history, cfg.max_per_task, rng)
+        if task == "sequence_narrative":
+            thoughts = teacher.reasonings(cat, samples)
+            for (user, hist, target), thought in zip(samples, thoughts, strict=True):
+                rows.append(("align", task, "lm", "", narrative(cat, hist, thought, target), user, target))
         else:
-            for user, hist, target in training_samples(users, sequences, cfg.history, cfg.max_per_task, rng):
-                rows.append(("align", task, *SEQUENTIAL[task](cat, hist, target, rng), user, target))
-    for user, hist, target in training_samples(users, sequences, cfg.history, cfg.max_reasoning, rng):
+            rows += [("align", task, *SEQUENTIAL[task](cat, h, t, rng), u, t) for u, h, t in samples]
+    samples = training_samples(users, sequences, cfg.history, cfg.max_reasoning, rng)
+    for (user, hist, target), thought in zip(samples, teacher.reasonings(cat, samples), strict=True):
         rows.append(
             (
                 "reason",
                 "reason",
                 "chat",
                 thinking_prompt(cat, hist),
-                reasoning_response(cat, hist, target),
+                reasoning_response(cat, thought, target),
                 user,
                 target,
             )

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2gr_core.models.gr.beam import DecodingTables, beam_search
 from s2gr_core.models.runtime import Runtime
+from s2gr_core.models.sidreasoner.constrain import gap_ids
 from s2gr_core.models.sidreasoner.reward import answer_codes
 from s2gr_core.models.sidreasoner.tokens import END_THINK
 
@@ -125,7 +126,7 @@ def think(
     out = continue_greedily(model, tokenizer, prompts, max_tokens, [end, tokenizer.eos_token_id]).cpu().numpy()
     ended = out == end
     cut = np.where(ended.any(1), ended.argmax(1), out.shape[1])  # index of the first </think>, or the end
-    gap = tokenizer("\n\n", add_special_tokens=False)["input_ids"]
+    gap = gap_ids(tokenizer)
     return [[*p, *out[row, : cut[row]].tolist(), end, *gap] for row, p in enumerate(prompts)]
 
 

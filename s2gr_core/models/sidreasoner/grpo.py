@@ -2,7 +2,8 @@
 
 The policy and the KL reference both load from the stage-2 directory (TRL builds its reference from
 the policy's path when ``beta`` > 0, so the stage-2 model must be on disk first). Rollouts are sampled
-without constraints (an invalid SID earns no validity bonus); TRL decodes them with special tokens
+without constraints by default (an invalid SID earns no validity bonus), or end in a real item's SID
+with ``constrained`` (:mod:`~s2gr_core.models.sidreasoner.constrain`); TRL decodes them with special tokens
 skipped, which keeps ``<think>``/``</think>`` and the SID codes (ordinary added tokens). Advantages are
 normalised per group of ``num_generations`` rollouts; the loss is the token mean over the batch
 (TRL's ``dapo``), with the k3 KL estimator to the reference as a loss term.
@@ -22,6 +23,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase, TrainerCallback
 
 from s2gr_core.config.sidreasoner import GRPOPhaseConfig
+from s2gr_core.models.sidreasoner.constrain import AnswerFormat, constrain_generate
 from s2gr_core.models.sidreasoner.reward import answer_codes, sid_reward
 from s2gr_core.models.sidreasoner.tokens import ANGLE_TOKEN
 
@@ -91,12 +93,16 @@ def train_grpo(
     resume_dir: Path,
     start: str,
     log: Callable[[dict[str, float], int], None] | None = None,
+    answer: AnswerFormat | None = None,
 ):
     """GRPO from the stage-2 model in ``start_dir`` -> the trainer after training (its model holds the policy).
 
     ``targets[i]`` is the SID string of prompt i's next item; checkpoints go to ``resume_dir`` every few
-    steps, and a killed run resumes from the last of them.
+    steps, and a killed run resumes from the last of them. ``answer`` (required when ``cfg.constrained``)
+    says what a constrained rollout must end with.
     """
+    if cfg.constrained and answer is None:
+        raise ValueError("grpo.constrained is true but no answer format (SID tables) was given")
     from datasets import Dataset  # imported here: only this phase needs datasets and TRL
     from trl import GRPOConfig, GRPOTrainer
 
@@ -139,6 +145,9 @@ def train_grpo(
         processing_class=tokenizer,
         callbacks=[ReportMetrics(log)] if log is not None else None,
     )
+    if cfg.constrained:
+        answer.processor(0, cfg.max_completion_tokens)  # fails here, naming the setting, if the answer cannot fit
+        constrain_generate(trainer.model, answer)
     identity = fingerprint(cfg, start, prompts, targets, seed)
     trainer.train(resume_from_checkpoint=True if resumable(resume_dir, identity) else None)
     return trainer
