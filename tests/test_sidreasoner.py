@@ -441,3 +441,18 @@ def test_explain_shows_the_list_the_pipeline_decodes(tokenizer, think_tokens: in
         assert got.trace.endswith(END_THINK)
     else:
         assert got.trace == ""
+
+
+def test_a_phase_directory_is_the_same_bytes_whether_resumed_or_not(tokenizer, tmp_path: Path) -> None:
+    """A resumed GRPO run reads its history back from a checkpoint (keys sorted, TRL's json), a fresh one
+    in logging order: the saved directory must not tell them apart, or DVC sees a new output."""
+    from s2gr_core.stages.sidreasoner import save_lm
+
+    model = tiny_lm(len(tokenizer))
+    fresh = [{"step": 1, "reward": 0.1, "kl": 0.0, "epoch_seconds": 1.2}]
+    resumed = [{"kl": 0.0, "reward": 0.1, "step": 1, "epoch_seconds": 3.4}]
+    save_lm(model, tokenizer, fresh, tmp_path / "a")
+    save_lm(model, tokenizer, resumed, tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert "history.json" in files and files == sorted(p.name for p in (tmp_path / "b").iterdir())
+    assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)

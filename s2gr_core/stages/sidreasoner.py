@@ -204,13 +204,15 @@ def sft(
 
 def save_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, history: list[dict], model_dir: Path) -> None:
     """The weights and the tokenizer as one Hugging Face directory (what the next phase loads), with the
-    history of the run (timings left out: the directory is the same bytes on every re-run); replaced whole,
-    or not at all."""
+    history of the run (timings left out, keys sorted: the directory is the same bytes on every re-run,
+    resumed or not); replaced whole, or not at all."""
     greedy(model, tokenizer)
     with atomic_path(model_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json([{k: v for k, v in row.items() if k not in TIMINGS} for row in history], tmp / "history.json")
+        # keys sorted: a resumed run reads its history back from a checkpoint that stored it sorted
+        rows = [{k: row[k] for k in sorted(row) if k not in TIMINGS} for row in history]
+        write_json(rows, tmp / "history.json")
 
 
 # what the GRPO trainer logs that varies from run to run with the machine, not with the training
