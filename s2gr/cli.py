@@ -232,10 +232,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     history = histories[int(np.flatnonzero(users == user_id)[0])]
     explain = _explain_s2gr if args.model == "s2gr" else _explain_sidreasoner
-    return explain(args, root, params, items, history)
+    return explain(args, root, model_dir, params, items, history)
 
 
-def _explain_s2gr(args: argparse.Namespace, root: Path, params, items, history) -> int:
+def _explain_s2gr(args: argparse.Namespace, root: Path, model_dir: Path, params, items, history) -> int:
     import numpy as np
 
     from s2gr_core.io import load_torch
@@ -244,7 +244,7 @@ def _explain_s2gr(args: argparse.Namespace, root: Path, params, items, history) 
     from s2gr_core.split import load_train
     from s2gr_core.stages.generative import load_semantic
 
-    best = root / "models" / "s2gr" / "best.pt"
+    best = model_dir / "best.pt"
     _, sequences = load_train(str(root / "data" / "split" / "train.parquet"))
     popularity = np.bincount(np.concatenate(sequences), minlength=len(items))
     sem = load_semantic(root / "data" / "sids", len(items))
@@ -265,7 +265,7 @@ def _explain_s2gr(args: argparse.Namespace, root: Path, params, items, history) 
     return 0
 
 
-def _explain_sidreasoner(args: argparse.Namespace, root: Path, params, items, history) -> int:
+def _explain_sidreasoner(args: argparse.Namespace, root: Path, model_dir: Path, params, items, history) -> int:
     from transformers import AutoTokenizer
 
     from s2gr_core.models.gr.beam import DecodingTables
@@ -277,7 +277,6 @@ def _explain_sidreasoner(args: argparse.Namespace, root: Path, params, items, hi
     from s2gr_core.stages.sidreasoner import catalogue
 
     cfg = params.sidreasoner
-    model_dir = root / "models" / f"sidreasoner_{args.phase}"
     mode = args.mode or cfg.infer.mode
     cat, trie = catalogue(params, root / "data" / "processed" / "items.parquet", root / "data" / "sids")
     runtime = runtime_for(cfg.device, cfg.threads, cfg.precision, False)
@@ -289,6 +288,7 @@ def _explain_sidreasoner(args: argparse.Namespace, root: Path, params, items, hi
         history[-cfg.corpus.history :].tolist(),
         code_token_ids(tokenizer, sid_tokens(trie.vocab)),
         DecodingTables.from_numpy(trie.children),
+        runtime,
         think_tokens=cfg.infer.max_think_tokens if mode == "thinking" else 0,
         beam=cfg.infer.beam,
         top_k=10,

@@ -431,7 +431,9 @@ def test_explain_shows_the_list_the_pipeline_decodes(tokenizer, think_tokens: in
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     runtime = runtime_for("cpu", 0, "fp32", False)
     want = decode_lists(model, tokenizer, [ids], code_ids, tables, n, 5, 1, runtime, think_tokens)
-    got = explain_user(model, tokenizer, cat, history, code_ids, tables, think_tokens=think_tokens, beam=n, top_k=5)
+    got = explain_user(
+        model, tokenizer, cat, history, code_ids, tables, runtime, think_tokens=think_tokens, beam=n, top_k=5
+    )
     np.testing.assert_array_equal(got.top, want.items[0])
     np.testing.assert_allclose(got.scores, want.scores[0], atol=1e-5)
     assert f"{texts[3]} [title 3], {texts[0]} [title 0]" in got.prompt

@@ -184,7 +184,6 @@ class TemplateTeacher:
         return [reasoning(cat, history) for _, history, _ in samples]
 
 
-TEACHER_TASKS = ("item_paragraph", "sequence_narrative")  # the stage-1 tasks whose text a teacher writes
 SEQUENTIAL: dict[str, Callable[[Catalogue, list[int], int, np.random.Generator], tuple[str, str, str]]] = {
     # task -> (kind, prompt, response)
     "sid_to_sid": lambda c, h, t, _: ("chat", next_sid_prompt(c, h), c.sid[t]),
@@ -243,6 +242,13 @@ def training_samples(
     return out
 
 
+def catalogue_sample(n_items: int, limit: int, rng: np.random.Generator) -> list[int]:
+    """Every item id, or ``limit`` of them drawn without replacement (sorted): the per-item tasks' items."""
+    if not limit or limit >= n_items:
+        return list(range(n_items))
+    return np.sort(rng.choice(n_items, limit, replace=False)).tolist()
+
+
 def build_corpus(
     cat: Catalogue,
     users: np.ndarray,
@@ -257,22 +263,22 @@ def build_corpus(
     rng = np.random.default_rng(seed)
     rows: list[tuple] = []
     for task in cfg.tasks:
-        if task in PER_ITEM or task == "item_paragraph":
-            items = np.arange(len(cat.sid))
-            if cfg.max_per_task and cfg.max_per_task < len(items):
-                items = np.sort(rng.choice(len(items), cfg.max_per_task, replace=False))
-            if task == "item_paragraph":
-                texts = teacher.paragraphs(cat, items.tolist())
-                rows += [("align", task, "lm", "", text, -1, int(i)) for i, text in zip(items, texts, strict=True)]
-            else:
-                rows += [("align", task, *PER_ITEM[task](cat, int(i)), -1, int(i)) for i in items]
-            continue
-        samples = training_samples(users, sequences, cfg.history, cfg.max_per_task, rng)
-        if task == "sequence_narrative":
+        if task == "item_paragraph":
+            items = catalogue_sample(len(cat.sid), cfg.max_per_task, rng)
+            texts = teacher.paragraphs(cat, items)
+            rows += [("align", task, "lm", "", text, -1, i) for i, text in zip(items, texts, strict=True)]
+        elif task in PER_ITEM:
+            items = catalogue_sample(len(cat.sid), cfg.max_per_task, rng)
+            rows += [("align", task, *PER_ITEM[task](cat, i), -1, i) for i in items]
+        elif task == "sequence_narrative":
+            samples = training_samples(users, sequences, cfg.history, cfg.max_per_task, rng)
             thoughts = teacher.reasonings(cat, samples)
-            for (user, hist, target), thought in zip(samples, thoughts, strict=True):
-                rows.append(("align", task, "lm", "", narrative(cat, hist, thought, target), user, target))
+            rows += [
+                ("align", task, "lm", "", narrative(cat, h, thought, t), u, t)
+                for (u, h, t), thought in zip(samples, thoughts, strict=True)
+            ]
         else:
+            samples = training_samples(users, sequences, cfg.history, cfg.max_per_task, rng)
             rows += [("align", task, *SEQUENTIAL[task](cat, h, t, rng), u, t) for u, h, t in samples]
     samples = training_samples(users, sequences, cfg.history, cfg.max_reasoning, rng)
     for (user, hist, target), thought in zip(samples, teacher.reasonings(cat, samples), strict=True):

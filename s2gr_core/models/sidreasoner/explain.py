@@ -11,8 +11,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from s2gr_core.models.gr.beam import DecodingTables
+from s2gr_core.models.runtime import Runtime
 from s2gr_core.models.sidreasoner.corpus import Catalogue, next_sid_prompt, thinking_prompt
-from s2gr_core.models.sidreasoner.decode import constrained_topk, think
+from s2gr_core.models.sidreasoner.decode import decode_lists, think
+from s2gr_core.models.sidreasoner.tokens import ANGLE_TOKEN
 
 
 def with_titles(text: str, cat: Catalogue) -> str:
@@ -22,7 +24,7 @@ def with_titles(text: str, cat: Catalogue) -> str:
     >>> with_titles("after <a_2><b_1>, <a_1><b_1> and <a_1>", cat)
     'after <a_2><b_1> [Up], <a_1><b_1> [no such item] and <a_1>'
     """
-    codes = len(re.findall(r"<[a-z]_\d+>", cat.sid[0])) if cat.sid else 0
+    codes = len(ANGLE_TOKEN.findall(cat.sid[0])) if cat.sid else 0
     pattern = re.compile("".join(rf"<{chr(ord('a') + p)}_\d+>" for p in range(codes)))
     index = {sid: item for item, sid in enumerate(cat.sid)}
 
@@ -49,20 +51,20 @@ def explain_user(
     history: list[int],
     code_ids: list[np.ndarray],
     tables: DecodingTables,
+    runtime: Runtime,
     *,
     think_tokens: int,
     beam: int,
     top_k: int,
 ) -> Explanation:
-    """One user's prompt, trace (when ``think_tokens`` > 0) and top-``top_k``, decoded as ``infer_sidreasoner``
-    decodes every user."""
+    """One user's prompt, trace (when ``think_tokens`` > 0) and top-``top_k``: the trace written once, then
+    :func:`decode_lists` after it, as ``infer_sidreasoner`` decodes every user."""
     text = (thinking_prompt if think_tokens else next_sid_prompt)(cat, history)
     prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
-    full = think(model, tokenizer, [prompt], think_tokens)[0] if think_tokens else prompt
-    trace = tokenizer.decode(full[len(prompt) :], skip_special_tokens=True).strip() if think_tokens else ""
-    device = next(model.parameters()).device
-    ids = [torch.as_tensor(c, device=device) for c in code_ids]
-    items, logp = constrained_topk(model.eval(), [full], ids, tables.to(device), beam, tokenizer.pad_token_id)
-    return Explanation(
-        with_titles(text, cat), with_titles(trace, cat), items[0, :top_k].cpu().numpy(), logp[0, :top_k].cpu().numpy()
-    )
+    full, trace = prompt, ""
+    if think_tokens:
+        with runtime.autocast():
+            full = think(model.eval(), tokenizer, [prompt], think_tokens)[0]
+        trace = tokenizer.decode(full[len(prompt) :], skip_special_tokens=True).strip()
+    out = decode_lists(model, tokenizer, [full], code_ids, tables, beam, top_k, 1, runtime)
+    return Explanation(with_titles(text, cat), with_titles(trace, cat), out.items[0], out.scores[0])

@@ -146,7 +146,6 @@ def train_grpo(
         callbacks=[ReportMetrics(log)] if log is not None else None,
     )
     if cfg.constrained:
-        answer.processor(0, cfg.max_completion_tokens)  # fails here, naming the setting, if the answer cannot fit
         constrain_generate(trainer.model, answer)
     identity = fingerprint(cfg, start, prompts, targets, seed)
     trainer.train(resume_from_checkpoint=True if resumable(resume_dir, identity) else None)

@@ -156,10 +156,13 @@ class ChatTeacher:
         self.stats["rejected"] += 1
         return template(cat, arg)
 
-    def _key(self, messages: Messages) -> str:
+    def _body(self, messages: Messages) -> dict:
+        """The request, and what the cache is keyed by."""
         cfg = self.cfg
-        body = {"model": cfg.model, "messages": messages, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
-        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return {"model": cfg.model, "messages": messages, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+
+    def _key(self, messages: Messages) -> str:
+        return hashlib.sha256(json.dumps(self._body(messages), sort_keys=True).encode()).hexdigest()
 
     def _ask(self, requests: list[Messages], desc: str) -> list[str]:
         """One answer per request, from the cache where it has one, else from the endpoint (``concurrency``
@@ -187,8 +190,7 @@ class ChatTeacher:
         return [answers[k] for k in keys]
 
     def _post(self, client: httpx.Client, messages: Messages) -> str:
-        cfg = self.cfg
-        body = {"model": cfg.model, "messages": messages, "temperature": cfg.temperature, "max_tokens": cfg.max_tokens}
+        cfg, body = self.cfg, self._body(messages)
         problem = ""
         for attempt in range(cfg.retries + 1):
             if attempt:
