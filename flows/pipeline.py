@@ -27,6 +27,7 @@ from prefect.runtime import flow_run  # noqa: E402
 from tasks.dvc import run_dvc_stage, stage_order  # noqa: E402
 
 FETCH_STAGE = "fetch"
+PROMOTION = "reports/promotion.md"
 
 
 @flow(name="s2gr-pipeline", log_prints=True)
@@ -68,6 +69,7 @@ def s2gr_pipeline(refresh_data: bool = False, force: bool = False, until: str | 
         rows = [f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in results]
         if failed:
             rows.append(f"| {failed} | FAILED | |")
+        promotion = root / PROMOTION
         create_markdown_artifact(
             key="s2gr-pipeline-summary",
             markdown="\n".join(
@@ -78,9 +80,12 @@ def s2gr_pipeline(refresh_data: bool = False, force: bool = False, until: str | 
                     "| stage | status | seconds |",
                     "|---|---|---|",
                     *rows,
+                    "",
+                    # the gate's decision (the promote stage's, this run's or the last one's when it was up to date)
+                    promotion.read_text() if ok and promotion.is_file() else "No promotion decision: the run failed.",
                 ]
             ),
-            description="Which DVC stages ran, were skipped or failed",
+            description="Which DVC stages ran, were skipped or failed, and which model serves",
         )
         logger.info("stages run: %s", ", ".join(ran) or "none (everything up to date)")
     return results

@@ -23,6 +23,7 @@ examples:
   s2gr params                 every parameter of params.yaml with its meaning
   s2gr report                 test metrics of every model (mean ± std over seeds), from MLflow
   s2gr compare A B            paired deltas with 95% CIs between two evaluate runs
+  s2gr serve                  serve the registered champion on http://127.0.0.1:5001
   dvc repro                   run the whole pipeline; only stale stages re-run
   dvc exp run -S data.name=amazon-beauty
                               the same pipeline on Amazon Beauty, as a DVC experiment
@@ -138,8 +139,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
                 run.set_tags(result.tags)
             run.log_summary(result.metrics)
             run.log_artifacts(result.artifacts + [root / p for p in stage.metrics.values()])
-            if result.model is not None:
-                run.log_model(result.model)
             run.close(ok=True)
         except Exception as exc:  # the stage's outputs are good: keep them, say what was not logged
             print(f"[{stage.name}] warning: MLflow logging incomplete: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -304,6 +303,58 @@ def _explain_sidreasoner(args: argparse.Namespace, root: Path, model_dir: Path, 
     return 0
 
 
+def serve_command(model_uri: str, host: str, port: int, workers: int = 1) -> list[str]:
+    """The ``mlflow models serve`` command line of :func:`cmd_serve` (the project's environment, no new one)."""
+    return [
+        str(Path(sys.executable).with_name("mlflow")),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from s2gr.registry import alias_version, family_model, serving_model
+    from s2gr.tracking import client, tracking_uri
+    from s2gr_core.config import load_params
+
+    root = env.find_root()
+    env.configure(root)
+    params = load_params(root / "params.yaml")
+    uri = args.model_uri
+    if uri is None:
+        name = family_model(params, args.family) if args.family else serving_model(params)
+        if alias_version(client(root), name, args.alias) is None:
+            print(
+                f"s2gr serve: no model {name}@{args.alias} in {tracking_uri(root)}; run the pipeline (dvc repro) so "
+                "the promote stage registers one",
+                file=sys.stderr,
+            )
+            return 1
+        uri = f"models:/{name}@{args.alias}"
+    host, port = args.host or params.serve.host, args.port or params.serve.port
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"s2gr serve: listening on {host}: reachable from other machines", file=sys.stderr)
+    command = serve_command(uri, host, port, args.workers)
+    print(f"serving {uri} on http://{host}:{port} (POST /invocations, GET /ping); Ctrl-C stops", flush=True)
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(root)
+    # MLflow starts `uvicorn` by name: this environment's, also when its bin folder is not on PATH
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    os.execv(command[0], command)  # the server replaces this process: signals reach it directly
+    return 0  # pragma: no cover
+
+
 def _param_value(params: object, dotted: str) -> object:
     value = params
     for part in dotted.split("."):
@@ -360,6 +411,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIDReasoner: decoding mode (default: params.yaml's sidreasoner.infer.mode)",
     )
     p.set_defaults(func=cmd_explain)
+    p = sub.add_parser(
+        "serve",
+        help="serve the champion model over HTTP (mlflow models serve, loopback by default)",
+        description="Serve <registry.prefix>-<dataset>@champion (or a family's, or any model URI) with "
+        "`mlflow models serve --env-manager local`. POST /invocations with "
+        '{"dataframe_records": [{"history": ["50", "172"]}, {"user": "196"}], "params": {"k": 10}}: each request '
+        "gives a history of item keys, item_ids (the project's ids) or a known user; the answer lists item_ids, "
+        "item_keys, titles and scores per request. A bad request gets HTTP 400 naming the field and value. "
+        "GET /ping (or /health) answers 200 once the model is loaded.",
+    )
+    p.add_argument("--family", choices=["sasrec", "tiger", "s2gr"], help="serve this family's registered model")
+    p.add_argument("--alias", default="champion", help="registry alias to serve (default champion)")
+    p.add_argument("--model-uri", help="serve this model URI instead (models:/..., runs:/..., a folder)")
+    p.add_argument("--host", help="listen address (default serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default serve.port)")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    p.set_defaults(func=cmd_serve)
     p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
     p.set_defaults(func=cmd_stages)
     p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")

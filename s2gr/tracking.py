@@ -69,8 +69,6 @@ def check_tracking(root: Path, timeout: float = HEALTH_TIMEOUT_S) -> None:
 def _quiet() -> None:
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow.store"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # we choose pickle serialisation on purpose (see log_model); its warning is noise here
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
 
 
 def client(root: Path) -> Any:
@@ -298,22 +296,6 @@ class StageRun:
     def evaluation_history(self, dataset: str) -> list[dict[str, Any]]:
         """Finished ``evaluate_*`` runs on ``dataset`` in this experiment (the Reporter hook)."""
         return evaluation_history(self.mlf, self.mlf.get_run(self.run_id).info.experiment_id, dataset)
-
-    def log_model(self, load: Any) -> None:
-        """Log a torch module (``load()`` returns it) as an MLflow model of this run."""
-        import mlflow
-        import mlflow.pytorch
-        import torch
-
-        mlflow.set_tracking_uri(tracking_uri(self.root))
-        with mlflow.start_run(run_id=self.run_id, nested=True):
-            # pickle format: no traced example needed; explicit requirements skip MLflow's slow inference
-            mlflow.pytorch.log_model(
-                load(),
-                name="model",
-                serialization_format="pickle",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "s2gr"],
-            )
 
     def log_artifacts(self, paths: list[Path]) -> None:
         for path in paths:

@@ -83,7 +83,8 @@ def project(tmp_path: Path, data_dir: Path) -> Path:
     root.mkdir()
     for name in ("dvc.yaml", ".dvcignore", "prefect.yaml"):
         shutil.copy(REPO / name, root / name)
-    shutil.copytree(REPO / "s2gr_core", root / "s2gr_core", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("s2gr_core", "s2gr"):  # code deps of the stages (s2gr: the promote stage's registry code)
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "params.yaml").write_text(yaml.safe_dump(repo_params(data={"source_dir": str(data_dir)})))
     (root / ".gitignore").write_text((REPO / ".gitignore").read_text())
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
@@ -113,12 +114,33 @@ def ml100k_embeddings(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     return encode(render_texts(items, template), "all-MiniLM-L6-v2", 16, "cpu", progress=False)
 
 
+UNTIL_SIDS = ("fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids")
+
+
 @pytest.fixture
 def sid_root(params: Params, tmp_path: Path) -> Path:
     """A project folder with the fixture's split and SIDs, made by the pipeline's own stages."""
     from s2gr_core.stages import get_stage
 
     root = tmp_path / "proj"
-    for name in ("fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids"):
+    for name in UNTIL_SIDS:
         get_stage(name).run(params, root)
     return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Params]:
+    """A project folder where the pipeline's stages trained and evaluated the three families (tiny)."""
+    from s2gr_core.stages import get_stage
+
+    base = tmp_path_factory.mktemp("serving")
+    write_ml100k(base / "datasets" / "ml-100k")
+    raw = repo_params(data={"source_dir": str(base / "datasets")})
+    params = params_from_dict(raw)
+    root = base / "project"
+    for name in (*UNTIL_SIDS, *(f"{step}_{f}" for step in ("train", "evaluate") for f in ("sasrec", "tiger", "s2gr"))):
+        get_stage(name).run(params, root)
+    # what `s2gr serve` needs to find the project
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    return root, params

@@ -62,6 +62,7 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     assert parent.data.metrics["split/interactions"] == 84
     artifacts = (project / "mlartifacts").rglob("validation.md")
     assert any("PASSED" in p.read_text() for p in artifacts)
+    assert_registered(project)
 
     # 2. An immediate dvc repro has nothing to do and logs nothing.
     lock = (project / "dvc.lock").read_text()
@@ -111,6 +112,34 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     status = run([str(BIN / "dvc"), "status"], project)
     assert "validate:" in status.stdout  # still stale: the next good data drop re-runs it
     assert "split:" not in status.stdout  # what split reads is the last published (good) data
+
+
+def assert_registered(project: Path) -> None:
+    """The flow's promote stage registered every family (first models: promoted) and chose the served one."""
+    from mlflow.tracking import MlflowClient
+
+    promotion = json.loads((project / "reports/promotion.json").read_text())
+    assert sorted(promotion["families"]) == ["s2gr", "sasrec", "tiger"]
+    assert all(f["promote"] and f["reason"] == "no champion yet" for f in promotion["families"].values())
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    served = client.get_model_version_by_alias("s2gr-ml-100k", "champion")
+    assert served.tags["source_version"] == promotion["serving"]["served_source"]
+    assert served.tags["family"] in promotion["families"]
+    # the registered S2GR pyfunc gives the test lists the pipeline wrote, from histories of item keys
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from s2gr_core.split import load_eval
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model("models:/s2gr-ml-100k-s2gr@champion")
+    keys = pd.read_parquet(project / "data/processed/items.parquet")["item_key"].astype(str).to_numpy()
+    users, histories, _ = load_eval(str(project / "data/split/test.parquet"))
+    got = model.predict(pd.DataFrame({"history": [keys[h].tolist() for h in histories]}), params={"k": 20})
+    written = pd.read_parquet(project / "predictions/s2gr/test.parquet").sort_values(["user_id", "rank"])
+    lists = written["item_id"].to_numpy().reshape(len(users), -1)[np.argsort(np.argsort(users))]
+    assert np.array_equal(np.array(got["item_ids"].tolist()), lists)
 
 
 def assert_explains(project: Path) -> None:

@@ -26,6 +26,7 @@ import yaml
 from s2gr_core.config.base import ConfigError, SpeedConfig, _help
 from s2gr_core.config.gr import GRConfig, S2GRConfig
 from s2gr_core.config.semantic import CodebookConfig, CooccurConfig, EmbedConfig, SidsConfig
+from s2gr_core.config.serving import RegistryConfig, ServeConfig
 from s2gr_core.config.sidreasoner import SIDReasonerConfig
 
 DATASETS = ("ml-100k", "amazon-beauty")
@@ -183,6 +184,8 @@ class Params:
     tiger: GRConfig = _help("TIGER: generative retrieval of SIDs, codes only.")
     s2gr: S2GRConfig = _help("S2GR: TIGER plus a latent thinking vector before each code.")
     sidreasoner: SIDReasonerConfig = _help("SIDReasoner: a causal LM that reasons over SID tokens (SFT stages).")
+    registry: RegistryConfig = _help("MLflow model registry: which models are registered, and the promotion gate.")
+    serve: ServeConfig = _help("The served model (`s2gr serve`) and its request limits.")
 
     def __post_init__(self) -> None:
         if self.sids.clusters > self.codebook.codebook_size:

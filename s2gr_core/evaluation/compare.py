@@ -63,7 +63,13 @@ def paired_t_pvalue(diff: np.ndarray) -> float:
 
 
 def compare(
-    a: pd.DataFrame, b: pd.DataFrame, metrics: list[str], split: str = "test", n_boot: int = 10_000, seed: int = 0
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    metrics: list[str],
+    split: str = "test",
+    n_boot: int = 10_000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> list[Delta]:
     """Compare per-user results (columns: user_id, split, <metrics>) of run A and run B."""
     a, b = a[a["split"] == split], b[b["split"] == split]
@@ -82,7 +88,7 @@ def compare(
             raise ValueError(f"unknown metric {metric!r}; available: {[c for c in a.columns if '_at_' in c]}")
         va, vb = joined[f"{metric}_a"].to_numpy(float), joined[f"{metric}_b"].to_numpy(float)
         diff = vb - va
-        low, high = bootstrap_ci(diff, n_boot=n_boot, seed=seed)
+        low, high = bootstrap_ci(diff, n_boot=n_boot, level=level, seed=seed)
         out.append(Delta(metric, va.mean(), vb.mean(), diff.mean(), low, high, paired_t_pvalue(diff), len(diff)))
     return out
 

@@ -94,6 +94,43 @@ def sidreasoner_sft_for(phase: str, start: str | None) -> Stage:
     )
 
 
+REGISTERED_MODELS = ("sasrec", *GENERATIVE_MODELS)
+PROMOTE = Stage(
+    name="promote",
+    fn="s2gr.promote:promote_stage",
+    help="Log each evaluated model as an MLflow pyfunc, register it (@challenger), gate it against @champion "
+    "(paired bootstrap on registry.split) and choose the served champion; reports/promotion.{json,md}.",
+    deps={
+        "items": ITEMS,
+        "interactions": INTERACTIONS,  # the known users' histories the service answers for
+        "sids": SIDS,
+        "valid": VALID,
+        "test": TEST,
+        **{f"{m}_model": f"models/{m}" for m in REGISTERED_MODELS},
+        **{f"{m}_eval": f"reports/eval/{m}_per_user.parquet" for m in REGISTERED_MODELS},
+    },
+    outs={"report": "reports/promotion.json", "summary": "reports/promotion.md"},
+    params=(
+        "registry",
+        "serve",
+        "data.name",
+        "inference",
+        "evaluate.ks",
+        "split.max_history",
+        *(f"{m}.length_buckets" for m in REGISTERED_MODELS),
+        *(f"{m}.beam" for m in GENERATIVE_MODELS),
+    ),
+    code=(
+        "s2gr/promote.py",
+        "s2gr/registry.py",
+        "s2gr/pyfunc_model.py",
+        "s2gr_core/serving",
+        "s2gr_core/evaluation/gate.py",
+        "s2gr_core/evaluation/compare.py",
+        IO,
+    ),
+)
+
 STAGES: tuple[Stage, ...] = (
     Stage(
         name="fetch",
@@ -250,6 +287,7 @@ STAGES: tuple[Stage, ...] = (
         params=("data.name", *(f"{m}.seed" for m in EVALUATED_MODELS)),
         code=("s2gr_core/evaluation/report.py", "s2gr_core/stages/lineage.py", "s2gr_core/plots.py"),
     ),
+    PROMOTE,
 )
 
 STAGE_BY_NAME = {s.name: s for s in STAGES}

@@ -59,7 +59,6 @@ class StageResult:
     tags: dict[str, Any] = field(default_factory=dict)  # run details worth recording (e.g. source, model, seed)
     artifacts: list[Path] = field(default_factory=list)
     summary: str = ""
-    model: Callable[[], Any] | None = None  # loads the trained torch module, to log as an MLflow model
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import torch
 
 from s2gr_core.config import Params
 from s2gr_core.models.gr.beam import DecodingTables
-from s2gr_core.models.gr.train import Semantic, load_model, predict, train_gr
+from s2gr_core.models.gr.train import Semantic, predict, train_gr
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
@@ -95,7 +95,6 @@ def train_generative_stage(
         summary,
         metrics=metrics,
         model_dir=model_dir,
-        load=load_model,
         tags={"beam": cfg.beam},
         speed=(
             f", {summary['train_samples_per_s']:.0f} samples/s, "

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from s2gr_core.config import Params
 from s2gr_core.evaluation.predictions import write_predictions
 from s2gr_core.io import write_json
-from s2gr_core.models.sasrec import load_model, train_sasrec
+from s2gr_core.models.sasrec import train_sasrec
 from s2gr_core.models.sasrec.train import predict
 from s2gr_core.models.training import TIMINGS, TrainOutcome
 from s2gr_core.split import load_eval, load_train
@@ -79,15 +79,14 @@ def model_result(
     *,
     metrics: Path,
     model_dir: Path,
-    load: Callable[[Path], Any],
     tags: dict[str, Any] | None = None,
     speed: str = "",
 ) -> StageResult:
-    """The result of a model stage: summary metrics, tags, artifacts and the best model for MLflow.
+    """The result of a model stage: summary metrics, tags and artifacts for MLflow (the promote stage logs
+    the model itself, as a pyfunc).
 
     ``speed`` is extra text for the one-line summary, after the seconds per epoch.
     """
-    best = model_dir / "best.pt"
     resumed = outcome.resumed_from if outcome.resumed_from is not None else "none"
     return StageResult(
         metrics=summary,
@@ -105,7 +104,6 @@ def model_result(
             f"{summary['seconds_per_epoch']:.1f}s/epoch{speed} on {outcome.device}, "
             f"{summary['parameters']:,} parameters"
         ),
-        model=lambda: load(best),
     )
 
 
@@ -161,4 +159,4 @@ def train_sasrec_stage(
         metrics=metrics,
         model_dir=model_dir,
     )
-    return model_result("sasrec", cfg.seed, outcome, summary, metrics=metrics, model_dir=model_dir, load=load_model)
+    return model_result("sasrec", cfg.seed, outcome, summary, metrics=metrics, model_dir=model_dir)
