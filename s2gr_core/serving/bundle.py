@@ -19,17 +19,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from s2gr_core.config.serving import Family
 from s2gr_core.io import write_json, write_parquet
 from s2gr_core.split import ragged
 
-Family = Literal["sasrec", "tiger", "s2gr"]
-FAMILIES: tuple[Family, ...] = ("sasrec", "tiger", "s2gr")
 FORMAT = 1
 SID_FILES = ("sids.parquet", "trie.npz", "clusters.npz")
 
