@@ -18,18 +18,21 @@ import pandas as pd
 
 from s2gr.registry import TAG_CONTENT, TAG_MODEL, TAG_RESULTS, TAG_SOURCE, Registry, Scored, family_model, serving_model
 from s2gr_core.config import Params
+from s2gr_core.config.serving import Family
 from s2gr_core.evaluation.compare import read_per_user
 from s2gr_core.evaluation.gate import Decision, metric_mean
 from s2gr_core.io import md5_file, write_json, write_parquet, write_text
-from s2gr_core.serving.bundle import build_bundle
+from s2gr_core.serving.bundle import BundleConfig, build_bundle
 from s2gr_core.stages.base import Reporter, StageResult
 
 
-def bundle_for(params: Params, family: str, dest: Path, model_dir: Path, items: Path, interactions: Path, sids: Path):
+def bundle_for(
+    params: Params, family: Family, dest: Path, model_dir: Path, items: Path, interactions: Path, sids: Path
+) -> BundleConfig:
     """The serving bundle of one family, with the pipeline's own decoding settings."""
     section = getattr(params, family)
     return build_bundle(
-        family,  # type: ignore[arg-type]
+        family,
         dest,
         model_dir=model_dir,
         items=items,
@@ -115,14 +118,8 @@ def promote_stage(
         write_json({**base, "skipped": why}, report)
         write_text(f"## Promotion on {params.data.name}\n\nSkipped: {why}.\n", summary)
         return StageResult(tags={"skipped": why}, artifacts=[report, summary], summary=f"skipped: {why}")
-    registry = Registry(
-        reporter.root,
-        params,
-        run_id,
-        md5_file(interactions),
-        valid if cfg.split == "valid" else test,
-        items,  # type: ignore[attr-defined]
-    )
+    root: Path = reporter.root  # type: ignore[attr-defined]  (a StageRun: tracking is on)
+    registry = Registry(root, params, run_id, md5_file(interactions), valid if cfg.split == "valid" else test, items)
     families: dict[str, dict[str, Any]] = {}
     winners: dict[str, Scored] = {}
     for family in cfg.families:
@@ -141,16 +138,17 @@ def promote_stage(
         decision = registry.gate(name, challenger, champion)
         families[family] = row(name, challenger, champion, decision)
         winners[family] = challenger if decision.promote or champion is None else champion
-    families_served = serve_choice(registry, params, winners)
-    out = {**base, "data_version": registry.data_version, "families": families, "serving": families_served}
+    serving = serve_choice(registry, params, winners)
+    out = {**base, "data_version": registry.data_version, "families": families, "serving": serving}
     write_json(out, report)
     write_text(markdown(out), summary)
-    promoted = [r["model"] for r in [*families.values(), families_served] if r["promote"]]
+    promoted = [r["model"] for r in [*families.values(), serving] if r["promote"]]
+    served = f"{serving['champion_after']} ({serving['served_source']})"
     return StageResult(
         metrics={"promoted": float(len(promoted))},
-        tags={"served_champion": families_served["champion_after"] or ""},
+        tags={"served_champion": serving["champion_after"] or "", "served_source": serving["served_source"] or ""},
         artifacts=[report, summary],
-        summary=f"promoted: {', '.join(promoted) or 'none'}; serving {families_served['champion_after']}",
+        summary=f"promoted: {', '.join(promoted) or 'none'}; serving {served}",
     )
 
 
