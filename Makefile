@@ -20,18 +20,28 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install run flow test test-fast lint mlflow-ui prefect-server deploy worker clean
+.PHONY: help install lock run flow test test-fast lint mlflow-ui prefect-server deploy worker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exactly requirements.lock (every package pinned), then the project itself without dependencies.
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) infra/lock.py --check
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)  ## create .venv if missing and install the project (pinned)
+install: $(STAMP)  ## create .venv if missing and install the project (requirements.lock)
+
+lock:  ## re-resolve pyproject.toml in a scratch venv and rewrite requirements.lock
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q -e '.[dev]'
+	.lock-venv/bin/python infra/lock.py
+	rm -rf .lock-venv
 
 run: install  ## run the whole pipeline on the default dataset (dvc repro)
 	$(BIN)/dvc repro
