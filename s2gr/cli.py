@@ -355,6 +355,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+DATA_DROP_EVENT = "s2gr.data.dropped"  # prefect.yaml's trigger on weekly-retrain expects it
+
+
+def cmd_data_drop(args: argparse.Namespace) -> int:
+    import os
+
+    from s2gr_core.config import data_source_dir, load_params
+
+    root = env.find_root()
+    env.configure(root)
+    data = load_params(root / "params.yaml").data
+    dataset = args.dataset or data.name
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            's2gr data-drop: no Prefect server: set PREFECT_API_URL (`eval "$(infra/local-servers.sh env)"`) '
+            "to the server where `make deploy` registered weekly-retrain",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    source = data_source_dir(data)
+    event = emit_event(
+        event=DATA_DROP_EVENT,
+        resource={"prefect.resource.id": f"s2gr.dataset.{dataset}", "prefect.resource.name": dataset},
+        payload={"source_dir": str(source) if source else None, "note": args.note or ""},
+    )
+    EventsWorker.drain_all(timeout=30)  # the event goes out on a background worker: send it before exiting
+    if event is None:
+        print("s2gr data-drop: Prefect sent no event (are events disabled in its settings?)", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"emitted {DATA_DROP_EVENT} for {dataset} (event {event.id}) to {os.environ['PREFECT_API_URL']}")
+    return 0
+
+
 def _param_value(params: object, dotted: str) -> object:
     value = params
     for part in dotted.split("."):
@@ -428,6 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="port (default serve.port)")
     p.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser(
+        "data-drop",
+        help="announce a new data drop: the Prefect deployment weekly-retrain runs at once (refresh_data)",
+        description=f"Emit the Prefect event {DATA_DROP_EVENT!r} for a dataset to the server in PREFECT_API_URL. "
+        "prefect.yaml gives the weekly-retrain deployment a trigger on it, so a worker re-reads the data source "
+        "(fetch forced) and DVC re-runs only what the new data changes. Put the new files in the data directory "
+        "first.",
+    )
+    p.add_argument("--dataset", help="the dataset that changed (default: params.yaml data.name)")
+    p.add_argument("--note", help="free text kept in the event's payload (e.g. where the drop came from)")
+    p.set_defaults(func=cmd_data_drop)
     p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
     p.set_defaults(func=cmd_stages)
     p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")

@@ -164,3 +164,47 @@ def assert_pyfunc_through_the_artifact_proxy(
     keys = pd.read_parquet(data / "items.parquet")["item_key"].astype(str).tolist()
     answer = model.predict(pd.DataFrame({"history": [keys[:3]]}), params={"k": 4})
     assert len(answer["item_keys"][0]) == 4 and set(answer["item_keys"][0]) <= set(keys)
+
+
+RUNS_OF_DEPLOYMENT = """
+import json
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+with get_client(sync_client=True) as client:
+    deployment = client.read_deployment_by_name("s2gr-pipeline/weekly-retrain")
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+    print(json.dumps([{"by": r.created_by.type if r.created_by else None, "parameters": r.parameters} for r in runs]))
+"""
+
+
+def test_a_data_drop_event_runs_the_retrain_deployment(project: Path, tmp_path: Path) -> None:
+    """`s2gr data-drop` emits the event prefect.yaml's trigger expects; the server's automation then creates a
+    flow run of weekly-retrain with refresh_data (a worker would run it, as in the test above)."""
+    import json
+
+    for pkg in ("flows", "tasks"):
+        shutil.copytree(REPO / pkg, project / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    port = free_port()
+    env = project_env(project, PREFECT_HOME=str(tmp_path / "prefect-server-home"))
+    api = f"http://127.0.0.1:{port}/api"
+    prefect_cmd = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with server(prefect_cmd, f"{api}/health", env, tmp_path / "prefect.log"):
+        client_env = {**env, "PREFECT_API_URL": api}
+        prefect = str(BIN / "prefect")
+        cli([prefect, "work-pool", "create", "s2gr-process", "--type", "process"], project, client_env)
+        cli([prefect, "--no-prompt", "deploy", "--all"], project, client_env)
+        assert "s2gr.data.dropped" in cli([prefect, "automation", "ls"], project, client_env)
+
+        said = cli([str(BIN / "s2gr"), "data-drop", "--note", "test drop"], project, client_env)
+        assert "emitted s2gr.data.dropped for ml-100k" in said
+        deadline, triggered = time.time() + 90, []
+        while not triggered and time.time() < deadline:
+            time.sleep(2)
+            listed = cli([str(BIN / "python"), "-c", RUNS_OF_DEPLOYMENT], project, client_env)
+            runs = json.loads(listed.splitlines()[-1])
+            triggered = [r for r in runs if r["by"] == "AUTOMATION"]
+        assert len(triggered) == 1, runs
+        assert triggered[0]["parameters"]["refresh_data"] is True
+
+    no_server = subprocess.run([str(BIN / "s2gr"), "data-drop"], cwd=project, env=env, capture_output=True, text=True)
+    assert no_server.returncode == 2 and "set PREFECT_API_URL" in no_server.stderr
