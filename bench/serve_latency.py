@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, device_label, load_config, log_run, prepare  # noqa: I001  (sets up the env first)
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(slots=True)
@@ -148,9 +149,11 @@ def untrained_model(dataset: str, mode: str, gr_config: Path, dest: Path) -> Pat
     from s2gr_core.io import save_torch
     from s2gr_core.models.runtime import runtime_for
     from s2gr_core.split import load_train
+    from s2gr_core.stages.models import catalogue_size
 
     work, params = prepare(dataset)
     items = work / "data" / "processed" / "items.parquet"
+    n_items = catalogue_size(items, params.inference.top_k)
     users, sequences = load_train(str(work / "data" / "split" / "train.parquet"))
     runtime = runtime_for("cpu", 1, "fp32", False)
     if mode == "sasrec":
@@ -158,7 +161,6 @@ def untrained_model(dataset: str, mode: str, gr_config: Path, dest: Path) -> Pat
 
         overrides = load_config(ROOT / "bench" / "configs" / f"sasrec-{dataset}.yaml", [], "sasrec")["sasrec"]
         cfg = replace(params.sasrec, **{**overrides, "threads": 1})
-        n_items = len(__import__("pandas").read_parquet(items, columns=["item_id"]))
         trainer = SASRecTrainer(cfg, sequences, n_items, params.split.max_history, runtime)
         state = {"config": asdict(cfg), "n_items": n_items, "max_len": params.split.max_history}
     else:
@@ -168,7 +170,6 @@ def untrained_model(dataset: str, mode: str, gr_config: Path, dest: Path) -> Pat
         config = load_config(gr_config, [], "model")
         build_sids(config)  # the SIDs the config names (made once, reused from bench/work)
         cfg = replace(getattr(params, mode), **{**config["model"], "max_epochs": 1, "threads": 1})
-        n_items = len(__import__("pandas").read_parquet(items, columns=["item_id"]))
         sem = load_semantic(work / "data" / "sids", n_items)
         trainer = GRTrainer(cfg, mode, sem, users, sequences, params.split.max_history, runtime)
         state = {"spec": asdict(trainer.model.spec)}
@@ -218,10 +219,10 @@ def main() -> int:
         work, _ = prepare(dataset)
         from s2gr_core.split import load_eval
 
-        keys = __import__("pandas").read_parquet(work / "data/processed/items.parquet")["item_key"].astype(str)
+        keys = pd.read_parquet(work / "data/processed/items.parquet")["item_key"].astype(str).to_numpy()
         _, hist, _ = load_eval(str(work / "data" / "split" / "valid.parquet"))
         order = np.random.default_rng(0).permutation(len(hist))
-        histories = [keys.to_numpy()[hist[i]].tolist() for i in order]
+        histories = [keys[hist[i]].tolist() for i in order]
         command = [sys.executable, "-m", "s2gr.cli", "serve", "--model-uri", str(uri), "--host", host,
                    "--port", str(args.port), "--workers", str(args.workers)]  # fmt: skip
         log = Path(tmp) / "server.log"

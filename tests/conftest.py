@@ -144,3 +144,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Params]:
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     (root / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
     return root, params
+
+
+def bundle(root: Path, params: Params, family: str, dest: Path) -> Path:
+    """The serving bundle of ``family`` from a project folder's outputs (what the promote stage logs)."""
+    from s2gr.promote import bundle_for
+
+    data = root / "data"
+    bundle_for(params, family, dest, root / "models" / family, data / "processed/items.parquet",
+               data / "processed/interactions.parquet", data / "sids")  # fmt: skip
+    return dest
+
+
+def promote(root: Path, params: Params) -> dict:
+    """Run the promote stage in this process under its own MLflow stage run; its promotion.json."""
+    import json
+
+    from s2gr.tracking import StageRun
+    from s2gr_core.stages import get_stage
+
+    run = StageRun(root, "promote", {}, params.tracking.experiment, params.data.name)
+    get_stage("promote").run(params, root, reporter=run)
+    run.close(ok=True)
+    return json.loads((root / "reports/promotion.json").read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import BIN, project_env
+from tests.conftest import BIN, project_env, promote
 from tests.test_servers import free_port, server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -36,15 +36,10 @@ def post(port: int, body: bytes | dict) -> tuple[int, dict]:
 def test_served_champion_answers_good_and_bad_requests(trained, tmp_path: Path, monkeypatch) -> None:
     from serve_latency import hammer, payloads
 
-    from s2gr.tracking import StageRun
-    from s2gr_core.stages import get_stage
-
     root, params = trained
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    run = StageRun(root, "promote", {}, "s2gr", "ml-100k")
-    get_stage("promote").run(params, root, reporter=run)
-    run.close(ok=True)
+    promote(root, params)
     env = project_env(root, MLFLOW_TRACKING_URI=uri, S2GR_ROOT=str(root))
 
     refused = subprocess.run(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, REPO, project_env
+from tests.conftest import BIN, REPO, bundle, project_env
 
 pytestmark = pytest.mark.servers
 
@@ -151,17 +151,13 @@ def assert_pyfunc_through_the_artifact_proxy(
     import mlflow
     import pandas as pd
 
-    from s2gr.promote import bundle_for
     from s2gr.registry import log_recommender
     from s2gr_core.config import load_params
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    data = project / "data" / "processed"
-    bundle = tmp_path / "bundle"
-    bundle_for(load_params(project / "params.yaml"), "sasrec", bundle, project / "models" / "sasrec",
-               data / "items.parquet", data / "interactions.parquet", project / "data" / "sids")  # fmt: skip
-    model = mlflow.pyfunc.load_model(log_recommender(project, run_id, bundle, "sasrec"))
-    keys = pd.read_parquet(data / "items.parquet")["item_key"].astype(str).tolist()
+    packed = bundle(project, load_params(project / "params.yaml"), "sasrec", tmp_path / "bundle")
+    model = mlflow.pyfunc.load_model(log_recommender(project, run_id, packed, "sasrec"))
+    keys = pd.read_parquet(project / "data/processed/items.parquet")["item_key"].astype(str).tolist()
     answer = model.predict(pd.DataFrame({"history": [keys[:3]]}), params={"k": 4})
     assert len(answer["item_keys"][0]) == 4 and set(answer["item_keys"][0]) <= set(keys)
 

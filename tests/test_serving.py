@@ -10,22 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from s2gr_core.config import Params, params_from_dict
+from s2gr_core.config import params_from_dict
 from s2gr_core.evaluation.gate import decide
 from s2gr_core.serving.recommender import Recommender, Request, RequestError, first_unseen
 from s2gr_core.split import load_eval
-from tests.conftest import repo_params
+from tests.conftest import bundle, promote, repo_params
 
 FAMILIES = ("sasrec", "tiger", "s2gr")
-
-
-def bundle(root: Path, params: Params, family: str, dest: Path) -> Path:
-    from s2gr.promote import bundle_for
-
-    data = root / "data"
-    bundle_for(params, family, dest, root / "models" / family, data / "processed/items.parquet",
-               data / "processed/interactions.parquet", data / "sids")  # fmt: skip
-    return dest
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -173,35 +164,26 @@ def test_gate_refuses_results_of_different_users() -> None:
 def test_promote_stage_first_better_and_worse_against_a_real_sqlite_store(trained, monkeypatch) -> None:
     """Three pipeline runs: every family's first model is promoted; an S2GR whose validation N@10 is higher for
     every user replaces its champion and becomes the served model; the original S2GR back is refused."""
-    import json
 
     from mlflow import MlflowClient
 
-    from s2gr.tracking import StageRun
     from s2gr_core.io import write_parquet
-    from s2gr_core.stages import get_stage
 
     root, params = trained
     uri = f"sqlite:///{root / 'gate.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
 
-    def promote() -> dict:
-        run = StageRun(root, "promote", {}, "s2gr", "ml-100k")
-        get_stage("promote").run(params, root, reporter=run)
-        run.close(ok=True)
-        return json.loads((root / "reports/promotion.json").read_text())
-
     results = root / "reports/eval/s2gr_per_user.parquet"
     original = pd.read_parquet(results)
     try:
-        first = promote()
+        first = promote(root, params)
         assert all(f["promote"] and f["reason"] == "no champion yet" for f in first["families"].values())
         assert first["serving"]["promote"] and first["serving"]["model"] == "s2gr-ml-100k"
 
         better = original.copy()
         better.loc[better["split"] == "valid", "ndcg_at_10"] += 0.5
         write_parquet(better, results)
-        second = promote()
+        second = promote(root, params)
         s2gr = second["families"]["s2gr"]
         assert (
             s2gr["promote"] and s2gr["delta"] == pytest.approx(0.5) and s2gr["champion_before"] == "s2gr-ml-100k-s2gr/1"
@@ -213,7 +195,7 @@ def test_promote_stage_first_better_and_worse_against_a_real_sqlite_store(traine
         assert second["serving"]["promote"] and second["serving"]["champion_after"] == "s2gr-ml-100k/2"
 
         write_parquet(original, results)
-        third = promote()
+        third = promote(root, params)
         s2gr = third["families"]["s2gr"]
         assert not s2gr["promote"] and s2gr["delta"] == pytest.approx(-0.5) and "below the required" in s2gr["reason"]
         assert not third["serving"]["promote"] and "already served" in third["serving"]["reason"]
@@ -221,7 +203,7 @@ def test_promote_stage_first_better_and_worse_against_a_real_sqlite_store(traine
         # a champion evaluated on another data version is re-scored through its own pyfunc: TIGER's own
         # lists again, so exactly the evaluate stage's results (a delta of 0, not significant)
         MlflowClient(tracking_uri=uri).set_model_version_tag("s2gr-ml-100k-tiger", "1", "data_version", "0" * 32)
-        tiger = promote()["families"]["tiger"]
+        tiger = promote(root, params)["families"]["tiger"]
         assert any("s2gr-ml-100k-tiger/1 re-scored on data" in n for n in tiger["notes"]), tiger
         assert tiger["delta"] == 0.0 and not tiger["promote"] and tiger["challenger"] == "s2gr-ml-100k-tiger/2"
     finally:

@@ -65,10 +65,10 @@ def user_histories(interactions: Path) -> pa.Table:
     """``user_key``, ``history`` (item ids, oldest first) of every user in ``interactions.parquet``."""
     frame = pd.read_parquet(interactions, columns=["user_id", "user_key", "item_id", "position"])
     frame = frame.sort_values(["user_id", "position"], kind="stable")
-    starts = np.flatnonzero(np.r_[True, frame["user_id"].to_numpy()[1:] != frame["user_id"].to_numpy()[:-1]])
-    stops = np.r_[starts[1:], len(frame)]
+    _, starts, counts = np.unique(frame["user_id"].to_numpy(), return_index=True, return_counts=True)
     keys = frame["user_key"].astype(str).to_numpy()[starts]
-    return pa.table({"user_key": pa.array(keys), "history": ragged(frame["item_id"].to_numpy(np.int64), starts, stops)})
+    history = ragged(frame["item_id"].to_numpy(np.int64), starts, starts + counts)
+    return pa.table({"user_key": pa.array(keys), "history": history})
 
 
 def build_bundle(
