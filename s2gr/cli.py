@@ -33,6 +33,7 @@ environment:
   MLFLOW_TRACKING_URI         MLflow store (default: sqlite:///<project>/mlflow.db)
   S2GR_MLFLOW_PARENT_RUN_ID   nest stage runs under this MLflow run (set by the Prefect flow)
   S2GR_TRACKING=off           run stages without MLflow logging
+  RANK, WORLD_SIZE, ...       set by torchrun: a train stage runs as one data-parallel rank (rank 0 logs)
 """
 
 
@@ -98,7 +99,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
         print(f"s2gr: error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     os.chdir(root)
+    rank = int(os.environ.get("RANK", "0"))  # set by torchrun: rank 0 alone logs and publishes
+    if stage.distributed and params.distributed.world_size > 1 and "WORLD_SIZE" not in os.environ:
+        return torchrun(stage.name, params.distributed.world_size, args.no_track)
     track = os.environ.get("S2GR_TRACKING", "on").lower() not in ("off", "0", "false") and not args.no_track
+    track = track and rank == 0
     run = None
     if track:
         from s2gr.tracking import StageRun, check_tracking, tracking_uri
@@ -114,7 +119,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
             )
             return EXIT_ERROR
     started = time.time()
-    print(f"[{stage.name}] {stage.help}", flush=True)
+    if rank == 0:
+        print(f"[{stage.name}] {stage.help}", flush=True)
     try:
         result = stage.run(params, root, reporter=run)
     except StageFailed as exc:
@@ -146,7 +152,31 @@ def cmd_stage(args: argparse.Namespace) -> int:
                 run.set_tags({"tracking_error": f"{type(exc).__name__}: {exc}"})
                 run.close(ok=True)
     where = f"; MLflow run {run.run_id} (parent {run.parent.run_id})" if run is not None else ""
-    print(f"[{stage.name}] done in {elapsed:.1f}s: {result.summary}{where}", flush=True)
+    if rank == 0:
+        print(f"[{stage.name}] done in {elapsed:.1f}s: {result.summary}{where}", flush=True)
+    return 0
+
+
+def torchrun(stage: str, processes: int, no_track: bool) -> int:
+    """``s2gr stage NAME`` as ``processes`` data-parallel ranks on this machine, launched by torchrun
+    (its standalone rendezvous on loopback). The exit status is the failed rank's (rank 0's first),
+    with a signal ``-N`` as ``128 + N``, so a rejected input still exits 1 and a crash 3."""
+    import os
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    # each rank's share of the cores (torchrun would otherwise set 1 and warn)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    print(f"[{stage}] torchrun: {processes} data-parallel processes (distributed.world_size)", flush=True)
+    with tempfile.TemporaryDirectory(prefix="s2gr-torchrun-") as logs:  # its error files, gone afterwards
+        argv = ["--standalone", f"--nproc-per-node={processes}", "--log-dir", logs]
+        try:
+            run(parse_args([*argv, "--module", "s2gr.cli", "stage", stage, *(["--no-track"] if no_track else [])]))
+        except ChildFailedError as exc:
+            failure = exc.failures.get(0) or exc.get_first_failure()[1]
+            return 128 - failure.exitcode if failure.exitcode < 0 else failure.exitcode
     return 0
 
 

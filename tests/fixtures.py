@@ -87,3 +87,32 @@ def write_beauty(folder: Path, sequences: list[list[int]] | None = None) -> Path
         for asin, title, cats, price, brand in BEAUTY_ITEMS:
             writer.writerow([asin, title, "Beauty", "1000.0", cats, price, brand])
     return folder
+
+
+def tiny_tokenizer():
+    """A byte-level BPE tokenizer of 320 tokens plus the SID tokens of a (4, 3, 2) codebook."""
+    from s2gr_core.models.sidreasoner.tokenizer import add_sid_tokens, train_bpe
+    from s2gr_core.models.sidreasoner.tokens import sid_tokens
+
+    tok = train_bpe(["Toy Story is an animated comedy.", "A user interacted with these movies in order"] * 20, 320)
+    add_sid_tokens(tok, sid_tokens((4, 3, 2)))
+    return tok
+
+
+def tiny_lm(vocab: int, seed: int = 0):
+    """A two-layer Qwen3 causal LM of hidden size 32, initialised from ``seed``."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        tie_word_embeddings=True,
+    )
+    return Qwen3ForCausalLM(config).eval()

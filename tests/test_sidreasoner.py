@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from s2gr_core.config import Params
 from s2gr_core.config.base import ConfigError
@@ -18,11 +17,12 @@ from s2gr_core.models.sidreasoner import sft
 from s2gr_core.models.sidreasoner.corpus import Catalogue, build_corpus, next_sid_prompt
 from s2gr_core.models.sidreasoner.decode import decode_lists, greedy_is_real, left_pad
 from s2gr_core.models.sidreasoner.reward import sid_reward
-from s2gr_core.models.sidreasoner.tokenizer import IGNORE, IM_END, add_sid_tokens, code_token_ids, encode, train_bpe
+from s2gr_core.models.sidreasoner.tokenizer import IGNORE, IM_END, add_sid_tokens, code_token_ids, encode
 from s2gr_core.models.sidreasoner.tokens import END_THINK, THINK, sid_texts, sid_tokens
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from tests.conftest import repo_params
+from tests.fixtures import tiny_lm, tiny_tokenizer
 
 VALID3 = {"<a_1><b_2><c_3>", "<a_1><b_2><c_4>", "<a_5><b_0><c_0>"}
 TARGET3 = "<a_1><b_2><c_3>"
@@ -61,9 +61,7 @@ def test_reward_generalises_to_our_four_code_sids() -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    tok = train_bpe(["Toy Story is an animated comedy.", "A user interacted with these movies in order"] * 20, 320)
-    add_sid_tokens(tok, sid_tokens((4, 3, 2)))
-    return tok
+    return tiny_tokenizer()
 
 
 def test_every_code_is_one_token_and_decoding_keeps_sids_and_think(tokenizer) -> None:
@@ -115,21 +113,6 @@ def test_corpus_uses_training_targets_only_and_reasoning_never_sees_the_target(s
         thought = row["response"].split(END_THINK)[0]
         target = cat.sid[row["item_id"]]
         assert target not in thought or target in row["prompt"]
-
-
-def tiny_lm(vocab: int, seed: int = 0) -> Qwen3ForCausalLM:
-    torch.manual_seed(seed)
-    config = Qwen3Config(
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=16,
-        tie_word_embeddings=True,
-    )
-    return Qwen3ForCausalLM(config).eval()
 
 
 @pytest.mark.parametrize("think_tokens", [0, 6])

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from s2gr_core.config.base import ConfigError, SpeedConfig, _help
+from s2gr_core.config.base import ConfigError, SpeedConfig, _help, require
 from s2gr_core.config.gr import GRConfig, S2GRConfig
 from s2gr_core.config.semantic import CodebookConfig, CooccurConfig, EmbedConfig, SidsConfig
 from s2gr_core.config.serving import RegistryConfig, ServeConfig
@@ -110,6 +110,20 @@ class OrchestrationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DistributedConfig:
+    world_size: int = _help(
+        "Data-parallel processes of the train stages (SASRec, TIGER, S2GR, SIDReasoner's SFT phases) on this "
+        "machine. Above 1, `s2gr stage` relaunches itself under torchrun (gloo on CPUs, NCCL with one GPU per "
+        "process). Each model's batch_size stays the global batch, split between the processes, so results do "
+        "not depend on it (within float rounding) and lr needs no change. Several machines: launch torchrun "
+        "yourself (README, 'At scale')."
+    )
+
+    def __post_init__(self) -> None:
+        require(self.world_size >= 1, "distributed.world_size", f"must be >= 1, got {self.world_size}")
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceConfig:
     top_k: int = _help("Length of every model's recommendation list (>= the largest evaluate.ks).")
     exclude_history: bool = _help(
@@ -174,6 +188,7 @@ class Params:
     split: SplitConfig = _help("Leave-one-out split.")
     tracking: TrackingConfig = _help("MLflow tracking.")
     orchestration: OrchestrationConfig = _help("Prefect flow behaviour.")
+    distributed: DistributedConfig = _help("Data-parallel (DDP) training across processes.")
     inference: InferenceConfig = _help("How every model writes its top-K lists.")
     evaluate: EvaluateConfig = _help("Ranking metrics.")
     sasrec: SASRecConfig = _help("SASRec baseline (full softmax cross-entropy).")

@@ -27,6 +27,7 @@ import torch
 
 from s2gr_core.allocator import malloc_policy
 from s2gr_core.models.common import resolve_device, set_threads
+from s2gr_core.models.distributed import SINGLE, World, current_world
 
 Precision = Literal["fp32", "bf16"]
 
@@ -113,6 +114,7 @@ class Runtime:
     compile: bool
     threads: int
     note: str  # how the precision was chosen, for logs and MLflow tags
+    world: World = SINGLE  # the data-parallel processes this one trains with
 
     @property
     def crop_multiple(self) -> int:
@@ -141,6 +143,7 @@ class Runtime:
             "precision_note": self.note,
             "compile": str(self.compile),
             "threads": str(self.threads),
+            "world_size": str(self.world.size),
             "omp_wait_policy": wait_policy(),
             "malloc": malloc_policy(),
         }
@@ -153,18 +156,30 @@ def wait_policy() -> str:
 
 
 def runtime_for(device: str, threads: int, precision: Precision, compile: bool) -> Runtime:
-    """The runtime of one run: its device, its threads set, its effective precision."""
-    used = set_threads(threads)
+    """The runtime of one run: its device, its threads set, its effective precision, its world.
+
+    Under torchrun with several ranks, each rank takes its own GPU (``cuda:LOCAL_RANK``) or, with
+    ``threads: 0``, an equal share of the node's cores."""
     dev = resolve_device(device)
+    world = current_world(dev.type)
+    if world.size > 1 and dev.type == "cuda":
+        dev = torch.device("cuda", world.local_rank)
+    used = set_threads(threads or max(1, (os.cpu_count() or 1) // world.local_size))
     chosen, note = effective_precision(precision, dev)
     if chosen != precision:
         warnings.warn(note, stacklevel=2)
-    print(
-        f"runtime: {dev}, {used} threads (OpenMP waits: {wait_policy()}; malloc: {malloc_policy()}), "
-        f"{note}, compile {compile}",
-        flush=True,
-    )
-    return Runtime(dev, chosen, compile, used, note)
+    ranks = f", rank 0 of {world.size} (DDP, {dist_backend()})" if world.size > 1 else ""
+    if world.main:
+        print(
+            f"runtime: {dev}, {used} threads (OpenMP waits: {wait_policy()}; malloc: {malloc_policy()}), "
+            f"{note}, compile {compile}{ranks}",
+            flush=True,
+        )
+    return Runtime(dev, chosen, compile, used, note, world)
+
+
+def dist_backend() -> str:
+    return str(torch.distributed.get_backend()) if torch.distributed.is_initialized() else "none"
 
 
 @dataclass(slots=True)
@@ -180,10 +195,12 @@ class LossSums:
             self.sums[key] = self.sums[key] + weighted if key in self.sums else weighted
         self.count += n
 
-    def means(self) -> dict[str, float]:
-        """Every term's mean so far (one host sync for all of them)."""
+    def means(self, world: World = SINGLE) -> dict[str, float]:
+        """Every term's mean so far (one host sync for all of them); over every rank's examples
+        when ``world`` has several (a collective: all ranks call it together)."""
         if not self.sums:
             return {}
         keys = list(self.sums)
-        values = torch.stack([self.sums[k] for k in keys]).cpu().tolist()
-        return {k: v / max(self.count, 1) for k, v in zip(keys, values, strict=True)}
+        count = torch.tensor(float(self.count), device=self.sums[keys[0]].device)
+        values = world.sum_(torch.stack([*(self.sums[k] for k in keys), count])).cpu().tolist()
+        return {k: v / max(values[-1], 1) for k, v in zip(keys, values[:-1], strict=True)}

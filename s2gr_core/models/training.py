@@ -8,6 +8,10 @@ data) and the running ``best.pt``, so a killed run leaves the published model as
 An interrupted run resumes from ``last.pt`` when the fingerprint still matches and training
 had not finished; otherwise it starts afresh. A model supplies only what an epoch computes
 (``train_epoch``) and how it is scored (``validate``).
+
+Under data-parallel training (``world``, see ``s2gr_core.models.distributed``) every rank runs this
+loop in step; rank 0 alone validates (with every core of its node while the others wait), writes
+the checkpoints, logs and prints, and its verdict (improved, stop) is every rank's.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,7 @@ from tqdm.auto import tqdm
 
 from s2gr_core.io import atomic_path, load_torch, save_torch
 from s2gr_core.models.common import peak_memory_mb
+from s2gr_core.models.distributed import SINGLE, World
 from s2gr_core.models.runtime import LossSums, Runtime
 
 LogFn = Callable[[dict[str, float], int], None]
@@ -69,21 +75,26 @@ def run_batches(
     desc: str,
     progress: bool = True,
     log_every: int = 20,
+    world: World = SINGLE,
 ) -> EpochResult:
     """One epoch's optimiser steps, with a progress bar; loss terms are summed on the device
     (weighted by batch size) and read only every ``log_every`` batches and at the end.
 
-    ``step(idx)`` trains on the examples ``idx`` and returns its loss terms ("loss" = the total);
-    ``samples(idx)`` is how many training targets they hold.
+    ``step(idx)`` trains on the examples ``idx`` (its share of them, with several ranks) and
+    returns its loss terms ("loss" = the total); ``samples(idx)`` is how many training targets they
+    hold. With several ranks the epoch's losses are means over every rank's examples, and a batch
+    too small to give every rank an example (at most the epoch's last) is left out.
     """
     sums, seen = LossSums(), 0
-    bar = tqdm(batches, desc=desc, leave=False, mininterval=1.0, disable=None if progress else True)  # None: a tty
+    batches = [idx for idx in batches if len(idx) >= world.size]
+    shown = progress and world.main
+    bar = tqdm(batches, desc=desc, leave=False, mininterval=1.0, disable=None if shown else True)  # None: a tty
     for b, idx in enumerate(bar):
-        sums.add(step(idx), len(idx))
+        sums.add(step(idx), len(world.shard(idx)))
         seen += samples(idx)
-        if b % log_every == 0:
+        if shown and b % log_every == 0:
             bar.set_postfix(loss=f"{sums.means()['loss']:.4f}")
-    return EpochResult(sums.means(), seen)
+    return EpochResult(sums.means(world), seen)
 
 
 def scratch_checkpoints(model_dir: Path, resume_dir: Path) -> Path:
@@ -97,6 +108,28 @@ def scratch_checkpoints(model_dir: Path, resume_dir: Path) -> Path:
         stale.replace(resume_dir / "last.pt")
         print(f"moved {stale} to {resume_dir}: resume checkpoints are scratch state, not a DVC output", flush=True)
     return resume_dir
+
+
+def validate_with_node(validate: Callable[[], dict[str, float]], world: World) -> dict[str, float]:
+    """``validate()`` on rank 0 with the threads of every rank of its node (they wait meanwhile)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads * world.local_size)
+    try:
+        return validate()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def publish_best(last_path: Path, running_best: Path, best_path: Path, resume_dir: Path, max_epochs: int) -> None:
+    """Mark ``last.pt`` finished and publish the running best as ``best_path`` (the very bytes validated)."""
+    if not running_best.is_file():
+        raise RuntimeError(f"{resume_dir}: no best checkpoint was written (max_epochs={max_epochs})")
+    final = load_torch(last_path, "cpu")
+    final["finished"] = True
+    save_torch(final, last_path)
+    if running_best != best_path:
+        with atomic_path(best_path) as tmp:
+            shutil.copyfile(running_best, tmp)
 
 
 def fit(
@@ -115,11 +148,12 @@ def fit(
     device: torch.device,
     log: LogFn | None = None,
     resume_dir: Path | None = None,
+    world: World = SINGLE,
 ) -> TrainOutcome:
     """Train until ``patience`` epochs pass without a better ``stop_metric``; load the best weights.
 
     ``stateful`` maps names to objects with ``state_dict``/``load_state_dict`` (optimiser,
-    scheduler) that must resume with the model.
+    scheduler) that must resume with the model. ``world``: the data-parallel ranks (module docstring).
     """
     rng = np.random.default_rng(seed)
     start_epoch, best, best_epoch, bad_epochs, history, resumed = 1, -1.0, 0, 0, [], None
@@ -137,21 +171,26 @@ def fit(
             torch.set_rng_state(state["torch_rng"].cpu())  # map_location moved it to the device
             start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
             bad_epochs, history, resumed = state["bad_epochs"], state["history"], state["epoch"]
-            print(f"resuming from epoch {state['epoch']} checkpoint (best {stop_metric} {best:.4f})", flush=True)
+            if world.main:
+                print(f"resuming from epoch {state['epoch']} checkpoint (best {stop_metric} {best:.4f})", flush=True)
+    world.agree(start_epoch, f"the epoch to start from: does every rank see {last_path}?")
 
     for epoch in range(start_epoch, max_epochs + 1):
         if bad_epochs >= patience:
             break
         model.train()
+        if world.size > 1:
+            torch.manual_seed(world.epoch_seed(seed, epoch))
         started = time.time()
         result = train_epoch(epoch, rng)
         train_seconds = time.time() - started
-        valid = validate()
+        valid = world.from_main(partial(validate_with_node, validate, world))
         epoch_seconds = time.time() - started
         improved = valid[stop_metric] > best
         if improved:
             best, best_epoch, bad_epochs = valid[stop_metric], epoch, 0
-            save_torch({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, running_best)
+            if world.main:
+                save_torch({"model": model.state_dict(), "epoch": epoch, "valid": valid, **best_extra}, running_best)
         else:
             bad_epochs += 1
         row = {
@@ -162,6 +201,8 @@ def fit(
             **{f"valid_{k}": v for k, v in valid.items()},
         }
         history.append(row)
+        if not world.main:
+            continue
         if log is not None:
             log({k: v for k, v in row.items() if k != "epoch"}, epoch)
         print(
@@ -186,14 +227,9 @@ def fit(
             last_path,
         )
 
-    if not running_best.is_file():
-        raise RuntimeError(f"{resume_dir}: no best checkpoint was written (max_epochs={max_epochs})")
-    final = load_torch(last_path, device)
-    final["finished"] = True
-    save_torch(final, last_path)
-    if running_best != best_path:  # publish the very bytes that were validated
-        with atomic_path(best_path) as tmp:
-            shutil.copyfile(running_best, tmp)
+    if world.main:
+        publish_best(last_path, running_best, best_path, resume_dir, max_epochs)
+    world.barrier()  # every rank then loads the published weights
     best_state = load_torch(best_path, device)
     model.load_state_dict(best_state["model"])
     model.eval()

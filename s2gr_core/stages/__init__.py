@@ -23,6 +23,7 @@ MODEL_COMMON = "s2gr_core/models/common.py"
 EMBED, GRAPH, CODEBOOK, SIDS = "data/embed", "data/graph", "models/codebook", "data/sids"
 SEMANTIC_STAGE = "s2gr_core/stages/semantic.py"
 CHECKPOINTS = "checkpoints"  # the trainers' resume state (last.pt): scratch, not a DVC output
+TRAINING = ("s2gr_core/models/training.py", "s2gr_core/models/distributed.py")  # the shared epoch loop, DDP
 
 
 def evaluate_stage_for(model: str) -> Stage:
@@ -50,11 +51,12 @@ def train_generative_for(mode: str) -> Stage:
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS, "sids": SIDS},
         outs={"model_dir": f"models/{mode}", "predictions": f"predictions/{mode}"},
         scratch={"resume_dir": f"{CHECKPOINTS}/{mode}"},
-        params=(mode, "inference", "evaluate.ks", "split.max_history"),
+        params=(mode, "inference", "evaluate.ks", "split.max_history", "distributed"),
         metrics={"metrics": f"metrics/train_{mode}.json"},
+        distributed=True,
         code=(
             "s2gr_core/models/gr",
-            "s2gr_core/models/training.py",
+            *TRAINING,
             "s2gr_core/semantic/sids.py",  # reads the SIDs and decoding tables
             MODEL_COMMON,
             PREDICTIONS_CODE,
@@ -69,6 +71,7 @@ SIDR_CORPUS, SIDR_ALIGN = "data/sidreasoner", "models/sidreasoner_align"
 SIDR_REASON, SIDR_GRPO = "models/sidreasoner_reason", "models/sidreasoner_grpo"
 SIDR_CODE = ("s2gr_core/models/sidreasoner", "s2gr_core/stages/sidreasoner.py", "s2gr_core/semantic/sids.py", IO)
 SIDR_RUN = ("sidreasoner.seed", "sidreasoner.device", "sidreasoner.threads", "sidreasoner.precision")
+DDP = ("data.name", "distributed")
 
 
 def sidreasoner_sft_for(phase: str, start: str | None) -> Stage:
@@ -88,9 +91,10 @@ def sidreasoner_sft_for(phase: str, start: str | None) -> Stage:
         },
         outs={"model_dir": f"models/sidreasoner_{phase}"},
         scratch={"resume_dir": f"{CHECKPOINTS}/sidreasoner_{phase}"},
-        params=("sidreasoner.model", "sidreasoner.corpus.history", f"sidreasoner.{phase}", *SIDR_RUN, "data.name"),
+        params=("sidreasoner.model", "sidreasoner.corpus.history", f"sidreasoner.{phase}", *SIDR_RUN, *DDP),
         metrics={"metrics": f"metrics/train_sidreasoner_{phase}.json"},
-        code=(*SIDR_CODE, "s2gr_core/models/training.py", MODEL_COMMON),
+        distributed=True,
+        code=(*SIDR_CODE, *TRAINING, MODEL_COMMON),
     )
 
 
@@ -237,9 +241,10 @@ STAGES: tuple[Stage, ...] = (
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS},
         outs={"model_dir": "models/sasrec", "predictions": "predictions/sasrec"},
         scratch={"resume_dir": f"{CHECKPOINTS}/sasrec"},
-        params=("sasrec", "inference", "evaluate.ks", "split.max_history"),
+        params=("sasrec", "inference", "evaluate.ks", "split.max_history", "distributed"),
         metrics={"metrics": "metrics/train_sasrec.json"},
-        code=("s2gr_core/models/sasrec", "s2gr_core/models/training.py", MODEL_COMMON, PREDICTIONS_CODE, IO),
+        distributed=True,
+        code=("s2gr_core/models/sasrec", *TRAINING, MODEL_COMMON, PREDICTIONS_CODE, IO),
     ),
     *(train_generative_for(m) for m in GENERATIVE_MODELS),
     Stage(

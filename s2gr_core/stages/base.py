@@ -81,6 +81,9 @@ class Stage:
     # working state kept between runs and never a DVC output (resume checkpoints): not cached, not
     # hashed, so what it records (timings, RNG states mid-run) does not make the outputs differ
     scratch: dict[str, str] = field(default_factory=dict)
+    # trains data-parallel across ``distributed.world_size`` processes (``s2gr stage`` relaunches it
+    # under torchrun); only rank 0 publishes and logs
+    distributed: bool = False
 
     @property
     def function(self) -> Callable[..., StageResult]:

@@ -14,7 +14,7 @@ from s2gr_core.models.gr.train import Semantic, predict, train_gr
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
-from s2gr_core.stages.models import catalogue_size, model_result, publish
+from s2gr_core.stages.models import catalogue_size, model_result, publish, rank_done
 
 
 def load_semantic(sids: Path, n_items: int, device: str = "cpu") -> Semantic:
@@ -68,6 +68,8 @@ def train_generative_stage(
         log=reporter.log_metrics,
         resume_dir=resume_dir,
     )
+    if (done := rank_done(outcome)) is not None:
+        return done
     device = next(outcome.model.parameters()).device
     summary = publish(
         outcome,

@@ -22,6 +22,15 @@ from s2gr_core.stages.base import Reporter, StageFailed, StageResult
 Splits = tuple[tuple[str, np.ndarray, list[np.ndarray]], ...]  # (split, user ids, histories)
 
 
+def rank_done(outcome: TrainOutcome) -> StageResult | None:
+    """The result of a data-parallel rank other than 0 once training ends (rank 0 alone decodes,
+    publishes and logs), or None on rank 0 and on one process."""
+    world = outcome.runtime.world if outcome.runtime is not None else None
+    if world is None or world.main:
+        return None
+    return StageResult(summary=f"rank {world.rank} of {world.size} trained; rank 0 publishes")
+
+
 def catalogue_size(items: Path, top_k: int) -> int:
     """Items in the catalogue; a model stage refuses a catalogue too small for top-K lists of unique items."""
     n_items = pq.read_metadata(items).num_rows
@@ -140,6 +149,8 @@ def train_sasrec_stage(
         log=reporter.log_metrics,
         resume_dir=resume_dir,
     )
+    if (done := rank_done(outcome)) is not None:
+        return done
     device = next(outcome.model.parameters()).device
     splits = (("valid", valid_users, valid_hist), ("test", test_users, test_hist))
     summary = publish(

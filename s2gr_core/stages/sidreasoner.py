@@ -29,7 +29,7 @@ from s2gr_core.models.training import TIMINGS
 from s2gr_core.semantic.sids import SidTrie, load_sids
 from s2gr_core.split import load_eval, load_train
 from s2gr_core.stages.base import Reporter, StageFailed, StageResult
-from s2gr_core.stages.models import catalogue_size
+from s2gr_core.stages.models import catalogue_size, rank_done
 
 CORPUS, TOKENIZER = "corpus.parquet", "tokenizer"
 
@@ -178,6 +178,8 @@ def sft(
         name=phase,
         log=reporter.log_metrics,
     )
+    if (done := rank_done(outcome)) is not None:
+        return done
     save_lm(outcome.model, tokenizer, outcome.history, model_dir)
     summary = {
         "best_epoch": outcome.best_epoch,

@@ -16,6 +16,8 @@ from torch.nn import functional as F
 
 from s2gr_core.models.gr.model import SeqToSID
 
+GlobalBatch = tuple[torch.Tensor, torch.Tensor]  # (targets of a whole batch (N, P), one rank's rows in it (B,))
+
 
 @dataclass(frozen=True, slots=True)
 class LossWeights:
@@ -106,15 +108,21 @@ def interest_loss(
     tau: float,
     levels_only: bool = False,
     detach: bool = False,
+    batch: GlobalBatch | None = None,
 ) -> torch.Tensor:
     """In-batch InfoNCE between v_g (B, D) and the mean code embedding of each target item (over all
-    positions, or the L levels only), optionally under stop-gradient."""
-    positions = model.spec.levels if levels_only else target.shape[1]
-    codes = torch.stack([model.code_embedding(p, target[:, p]) for p in range(positions)], 1).mean(1)
+    positions, or the L levels only), optionally under stop-gradient.
+
+    ``batch``: when these B rows are one rank's share of a global batch, (that batch's targets
+    (N, P), the positions of these rows in it (B,)): every target of the global batch is then a
+    negative, as on one process."""
+    pool, rows = batch if batch is not None else (target, torch.arange(len(v_g), device=v_g.device))
+    positions = model.spec.levels if levels_only else pool.shape[1]
+    codes = torch.stack([model.code_embedding(p, pool[:, p]) for p in range(positions)], 1).mean(1)
     if detach:
         codes = codes.detach()
     sims = F.normalize(v_g, dim=-1) @ F.normalize(codes, dim=-1).T
-    return F.cross_entropy(sims / tau, torch.arange(len(v_g), device=v_g.device))
+    return F.cross_entropy(sims / tau, rows)
 
 
 def reg_loss(first_thought: torch.Tensor, v_g: torch.Tensor) -> torch.Tensor:
@@ -135,9 +143,11 @@ def training_loss(
     centroids: torch.Tensor | None = None,
     cluster_of_code: torch.Tensor | None = None,
     users: torch.Tensor | None = None,
+    batch: GlobalBatch | None = None,
 ) -> dict[str, torch.Tensor]:
     """The loss terms of one batch (each logged separately; s2gr's auxiliary terms only where their
-    weight is not 0: "align", then "interest" and "reg" together) and their weighted sum under "loss"."""
+    weight is not 0: "align", then "interest" and "reg" together) and their weighted sum under "loss".
+    ``batch``: the global batch these rows are a rank's share of (:func:`interest_loss`)."""
     memory, mask = model.encode(history, users)
     logits, thoughts = model.teacher_forced(memory, mask, target)
     terms = {"rec": rec_loss(logits, target, weights.rec_reduction)}
@@ -159,9 +169,31 @@ def training_loss(
     if weights.interest or weights.reg:
         v_g = model.global_interest(memory, mask)
         terms["interest"] = interest_loss(
-            model, v_g, target, weights.tau, weights.interest_target == "levels", weights.interest_detach
+            model, v_g, target, weights.tau, weights.interest_target == "levels", weights.interest_detach, batch
         )
         terms["reg"] = reg_loss(thoughts[:, 0], v_g)
         total = total + weights.interest * terms["interest"] + weights.reg * terms["reg"]
     terms["loss"] = total
     return terms
+
+
+class Objective(torch.nn.Module):
+    """:func:`training_loss` as a module's forward: what DDP wraps, so that every parameter the
+    loss touches is seen by its gradient hooks. The centroids and clusters are constant buffers."""
+
+    def __init__(self, model: SeqToSID, weights: LossWeights, centroids: torch.Tensor, cluster_of_code: torch.Tensor):
+        super().__init__()
+        self.model, self.weights = model, weights
+        self.register_buffer("centroids", centroids, persistent=False)
+        self.register_buffer("cluster_of_code", cluster_of_code, persistent=False)
+
+    def forward(
+        self,
+        history: torch.Tensor,
+        target: torch.Tensor,
+        users: torch.Tensor | None = None,
+        batch: GlobalBatch | None = None,
+    ) -> dict[str, torch.Tensor]:
+        return training_loss(
+            self.model, history, target, self.weights, self.centroids, self.cluster_of_code, users, batch
+        )

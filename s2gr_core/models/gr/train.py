@@ -22,7 +22,7 @@ from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.data import eval_batches, sid_table, training_examples
 from s2gr_core.models.gr.decoding import Decoder
 from s2gr_core.models.gr.diagnostics import validation_signals
-from s2gr_core.models.gr.losses import LossWeights, training_loss
+from s2gr_core.models.gr.losses import GlobalBatch, LossWeights, Objective
 from s2gr_core.models.gr.model import GRSpec, SeqToSID
 from s2gr_core.models.runtime import Runtime, run_guarded, runtime_for
 from s2gr_core.models.training import (
@@ -206,12 +206,15 @@ class GRTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optim, partial(lr_factor, warmup_steps=cfg.warmup_steps, total_steps=total_steps)
         )
-        self.weights = weights = loss_weights(cfg)
-        centroids, clusters = sem.centroids.to(device), sem.cluster_of_code.to(device)
+        self.weights = loss_weights(cfg)
+        objective = Objective(self.model, self.weights, sem.centroids.to(device), sem.cluster_of_code.to(device))
+        self.objective = runtime.world.wrap(objective, device)
 
-        def losses(hist: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        def losses(
+            hist: torch.Tensor, target: torch.Tensor, users: torch.Tensor | None, batch: GlobalBatch | None = None
+        ) -> dict[str, torch.Tensor]:
             with runtime.autocast():
-                return training_loss(self.model, hist, target, weights, centroids, clusters, users)
+                return self.objective(hist, target, users, batch)
 
         self.losses = losses
         self.compiled = runtime.step(losses, f"{mode} training step")
@@ -234,17 +237,22 @@ class GRTrainer:
         return hist, self.sids[self.targets[rows] + 1], self.users[rows] if self.cfg.user_buckets else None
 
     def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        """One optimiser step on the examples ``idx``; the loss terms stay on the device."""
-        device = self.runtime.device
-        hist, target, users = self.batch(idx)
+        """One optimiser step on the examples ``idx`` (this rank's share of them, with several
+        ranks); the loss terms (of the share) stay on the device."""
+        device, world = self.runtime.device, self.runtime.world
+        share = world.shard(idx)
+        hist, target, users = self.batch(share)
+        whole = None  # one process: the batch is its own pool of in-batch negatives
+        if world.size > 1:
+            whole = (self.sids[self.targets[torch.as_tensor(idx, device=device)] + 1], world.rows(len(idx), device))
         losses = self.compiled if self.compiled is not None else self.losses
 
         def body() -> dict[str, torch.Tensor]:
             if self.compiled is not None and device.type == "cuda":
                 torch.compiler.cudagraph_mark_step_begin()  # a new iteration: earlier outputs may be reused
-            terms = losses(hist, target, users)
+            terms = losses(hist, target, users, whole)
             self.optim.zero_grad(set_to_none=True)
-            terms["loss"].backward()
+            world.scale(terms["loss"], len(share), len(idx)).backward()
             return terms
 
         terms = run_guarded(self.compiled, body)
@@ -260,7 +268,8 @@ class GRTrainer:
     ) -> EpochResult:
         """One pass over the training examples (the first ``max_batches`` batches when given)."""
         batches = self.batches(rng)[:max_batches]
-        return run_batches(batches, self.step, len, f"{self.mode} epoch {epoch}", progress, self.log_every)
+        desc = f"{self.mode} epoch {epoch}"
+        return run_batches(batches, self.step, len, desc, progress, self.log_every, self.runtime.world)
 
 
 def train_gr(
@@ -311,6 +320,7 @@ def train_gr(
         best_extra={"spec": asdict(model.spec), "config": asdict(cfg)},
         device=runtime.device,
         log=log,
+        world=runtime.world,
     )
     outcome.runtime = runtime
     return outcome

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from s2gr_core.config import SASRecConfig
 from s2gr_core.evaluation.metrics import mean_metrics, per_user_metrics, target_ranks
@@ -102,13 +103,28 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> SASRec:
     return model.to(device).eval()
 
 
+class Objective(nn.Module):
+    """Full-softmax cross-entropy of a batch's counted positions, as a module's forward (what DDP
+    wraps). The softmax runs only where a target is counted: most positions of short windows are
+    padding, and the (positions × catalogue) output layer dominates the cost."""
+
+    def __init__(self, model: SASRec, runtime: Runtime, encode: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        super().__init__()
+        self.model, self.runtime, self.encode = model, runtime, encode  # encode: the compiled encoder
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"loss"}`` of inputs ``x`` and targets ``y``, both (B, W)."""
+        counted = y != IGNORE
+        with self.runtime.autocast():
+            logits = self.model.scores((self.model if self.encode is None else self.encode)(x)[counted])
+        return {"loss": F.cross_entropy(logits.float(), y[counted])}
+
+
 class SASRecTrainer:
     """SASRec's training loop, one epoch at a time: the pipeline's and the benchmark's.
 
     Windows live on the device; batches group windows of similar length (right padding: each is
-    cropped to its longest window) unless ``length_buckets`` is off. The full softmax runs only
-    where a target is counted: most positions of short windows are padding, and the (positions ×
-    catalogue) output layer dominates the cost.
+    cropped to its longest window) unless ``length_buckets`` is off; the loss is :class:`Objective`.
     """
 
     def __init__(
@@ -124,6 +140,8 @@ class SASRecTrainer:
         self.model = SASRec(n_items, max_len, cfg).to(runtime.device)
         self.optim = runtime.adamw(self.model.parameters(), cfg.lr, cfg.weight_decay)
         self.compiled = runtime.step(self.model, "sasrec encoder")
+        self.objective = runtime.world.wrap(Objective(self.model, runtime, self.compiled), runtime.device)
+        self.losses = self.objective  # a batch's loss terms, as GRTrainer.losses gives them
 
     @property
     def n_targets(self) -> int:
@@ -138,27 +156,21 @@ class SASRecTrainer:
         rows = torch.as_tensor(idx, device=self.runtime.device)
         return self.inputs[rows, :width], self.targets[rows, :width]
 
-    def losses(
-        self, x: torch.Tensor, y: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """``{"loss"}``: full-softmax cross-entropy of the counted positions of one batch (the
-        loss-terms dict of ``GRTrainer.losses``, with one term)."""
-        counted = y != IGNORE
-        with self.runtime.autocast():
-            logits = self.model.scores((self.model if encode is None else encode)(x)[counted])
-        return {"loss": F.cross_entropy(logits.float(), y[counted])}
-
     def batches(self, rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch's batches of window indices, drawn from ``rng``."""
         return epoch_batches(self.lengths, self.cfg.batch_size, rng, self.cfg.length_buckets, self.runtime.compile)
 
     def step(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
-        x, y = self.batch(idx)
+        """One optimiser step on the windows ``idx`` (this rank's share of them, with several ranks)."""
+        world = self.runtime.world
+        share = world.shard(idx)
+        x, y = self.batch(share)
 
         def body() -> torch.Tensor:
-            loss = self.losses(x, y, self.compiled)["loss"]
+            loss = self.objective(x, y)["loss"]
             self.optim.zero_grad(set_to_none=True)
-            loss.backward()
+            # a mean over counted targets: weigh this rank's share of them
+            world.scale(loss, self.counted[share].sum(), self.counted[idx].sum()).backward()
             return loss
 
         loss = run_guarded(self.compiled, body)
@@ -169,7 +181,8 @@ class SASRecTrainer:
         self, epoch: int, rng: np.random.Generator, max_batches: int | None = None, progress: bool = True
     ) -> EpochResult:
         count = lambda idx: int(self.counted[idx].sum())  # noqa: E731
-        return run_batches(self.batches(rng)[:max_batches], self.step, count, f"epoch {epoch}", progress)
+        batches = self.batches(rng)[:max_batches]
+        return run_batches(batches, self.step, count, f"epoch {epoch}", progress, world=self.runtime.world)
 
 
 def train_sasrec(
@@ -213,6 +226,7 @@ def train_sasrec(
         best_extra={"config": asdict(cfg), "n_items": n_items, "max_len": max_len},
         device=runtime.device,
         log=log,
+        world=runtime.world,
     )
     outcome.runtime = runtime
     return outcome

@@ -107,17 +107,22 @@ def train_phase(
     """
     ids, labels = train
     lengths = np.array([len(s) for s in ids])
+    # the loss is a token mean over the labels the model predicts (all but each row's first)
+    predicted = np.array([sum(t != IGNORE for t in lab[1:]) for lab in labels])
     model.to(runtime.device).train()
+    world = runtime.world
+    forward = world.wrap(model, runtime.device)
     opt = runtime.adamw(model.parameters(), cfg.lr, cfg.weight_decay)
     steps = cfg.max_epochs * -(-len(ids) // cfg.batch_size)
     sched = get_linear_schedule_with_warmup(opt, min(cfg.warmup_steps, steps), steps)
 
     def step(idx: np.ndarray) -> dict[str, torch.Tensor]:
-        x, mask, y = pad_batch([ids[i] for i in idx], [labels[i] for i in idx], pad, runtime.device)
+        share = world.shard(idx)
+        x, mask, y = pad_batch([ids[i] for i in share], [labels[i] for i in share], pad, runtime.device)
         with runtime.autocast():
-            loss = model(input_ids=x, attention_mask=mask, labels=y).loss
+            loss = forward(input_ids=x, attention_mask=mask, labels=y).loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        world.scale(loss, predicted[share].sum(), predicted[idx].sum()).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
@@ -125,7 +130,7 @@ def train_phase(
 
     def train_epoch(epoch: int, rng: np.random.Generator) -> EpochResult:
         batches = epoch_batches(lengths, cfg.batch_size, rng, by_length=True)
-        return run_batches(batches, step, len, desc=f"{name} epoch {epoch}")
+        return run_batches(batches, step, len, desc=f"{name} epoch {epoch}", world=world)
 
     def validate() -> dict[str, float]:
         nll, per_code = validation_nll(model, *valid, pad, cfg.batch_size, runtime)
@@ -145,6 +150,7 @@ def train_phase(
         best_extra={},
         device=runtime.device,
         log=log,
+        world=world,
     )
     outcome.runtime = runtime
     return outcome
