@@ -230,6 +230,8 @@ def fit(
     if world.main:
         publish_best(last_path, running_best, best_path, resume_dir, max_epochs)
     world.barrier()  # every rank then loads the published weights
+    if world.size > 1 and world.main:  # the node's other ranks are done: rank 0 decodes with all its cores
+        torch.set_num_threads(torch.get_num_threads() * world.local_size)
     best_state = load_torch(best_path, device)
     model.load_state_dict(best_state["model"])
     model.eval()
