@@ -53,7 +53,7 @@ test: install  ## the full test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 test-fast: install  ## unit tests only (no end-to-end pipeline, no servers)
-	$(BIN)/python -m pytest -m "not e2e and not servers"
+	$(BIN)/python -m pytest -m "not e2e and not servers and not team"
 
 lint: install  ## ruff
 	$(BIN)/ruff check s2gr s2gr_core flows tasks tests

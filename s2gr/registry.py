@@ -187,7 +187,9 @@ class Registry:
             **({TAG_SOURCE: source} if source else {}),
             **({TAG_CONTENT: content} if content else {}),
         }
-        return self.mlf.create_model_version(name, source=model_uri, run_id=self.run_id, tags=tags)
+        # a tracking server checks that a logged model's version names it (a local store does not)
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        return self.mlf.create_model_version(name, source=model_uri, run_id=self.run_id, tags=tags, model_id=model_id)
 
     def champion(self, name: str) -> Scored | None:
         version = alias_version(self.mlf, name, CHAMPION)
