@@ -1,5 +1,5 @@
-"""What every benchmark script shares: the bench work folder, runs in parallel under a time budget,
-and logging to MLflow ("s2gr-bench")."""
+"""What every benchmark script shares: the bench work folder, runs in parallel under a time budget
+(each a task of the Prefect flow in bench/grid.py), and logging to MLflow ("s2gr-bench")."""
 
 from __future__ import annotations
 
@@ -176,44 +176,44 @@ def worker_result(log: Path) -> dict | None:
     return json.loads(found[-1].removeprefix("RESULT ")) if found else None
 
 
+def run_worker(run: Run, ends: float) -> tuple[dict | None, bool]:
+    """One run's worker process, logging to its folder's worker.log (appended: a stopped run's
+    finishing pass keeps its epoch lines), stopped at ``ends`` (epoch seconds); not started at all
+    when ``ends`` has passed. Returns (its result or None, whether it was stopped)."""
+    if time.time() >= ends:
+        return None, False
+    with run.log.open("a") as handle:
+        handle.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command)}\n")
+        handle.flush()
+        proc = subprocess.Popen(run.command, stdout=handle, stderr=subprocess.STDOUT)
+        print(f"started {run.name} (log {run.log})", flush=True)
+        stopped = False
+        while proc.poll() is None:
+            if time.time() >= ends and not stopped:
+                print(f"time budget spent: stopping {run.name}", flush=True)
+                proc.terminate()
+                stopped = True
+            time.sleep(0.5)
+    result = worker_result(run.log)
+    if result is None and not stopped:
+        print(f"{run.name} failed (exit {proc.returncode}); the end of {run.log}:", flush=True)
+        print(run.log.read_text()[-3000:], flush=True)
+    else:
+        print(f"{'stopped' if stopped else 'finished'} {run.name}", flush=True)
+    return result, stopped
+
+
 def run_parallel(
     runs: Sequence[Run], jobs: int, deadline: float | None = None
 ) -> tuple[dict[str, dict | None], set[str]]:
-    """Run the workers, ``jobs`` at a time, each logging to its folder's worker.log.
+    """Run the workers, ``jobs`` at a time, through the Prefect flow ``s2gr-bench-grid`` (bench/grid.py).
 
     At ``deadline`` (seconds from now) running workers are stopped and queued ones never start.
     Returns (name -> the worker's result, or None for a run that did not finish; the names stopped).
     """
-    queue, running, results, stopped = list(runs), {}, {}, set()
-    ends = time.time() + deadline if deadline else float("inf")
-    while queue or running:
-        while queue and len(running) < jobs and time.time() < ends:
-            run = queue.pop(0)
-            handle = run.log.open("a")  # appended: a stopped run's finishing pass keeps its epoch lines
-            handle.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(run.command)}\n")
-            handle.flush()
-            running[run.name] = (run, subprocess.Popen(run.command, stdout=handle, stderr=subprocess.STDOUT), handle)
-            print(f"started {run.name} (log {run.log})", flush=True)
-        if time.time() >= ends:
-            for name, (_, proc, _) in running.items():
-                if name not in stopped:
-                    print(f"time budget spent: stopping {name}", flush=True)
-                    proc.terminate()
-                    stopped.add(name)
-            queue.clear()
-        for name, (run, proc, handle) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            handle.close()
-            del running[name]
-            results[name] = worker_result(run.log)
-            if results[name] is None and name not in stopped:
-                print(f"{name} failed (exit {proc.returncode}); the end of {run.log}:", flush=True)
-                print(run.log.read_text()[-3000:], flush=True)
-            else:
-                print(f"{'stopped' if name in stopped else 'finished'} {name}", flush=True)
-        time.sleep(1.0)
-    return {run.name: results.get(run.name) for run in runs}, stopped
+    from grid import run_grid
+
+    return run_grid(list(runs), jobs, deadline)
 
 
 def last_epoch(checkpoint: Path) -> int:

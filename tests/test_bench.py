@@ -1,4 +1,5 @@
-"""The benchmark runner (bench/common.py): parallel workers, a time budget, finishing stopped runs."""
+"""The benchmark runner (bench/common.py, the Prefect flow of bench/grid.py): parallel workers, a time
+budget, finishing stopped runs."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ SLOW = textwrap.dedent(
 )
 FAST = 'import json; print("RESULT " + json.dumps({"name": "fast"}))'
 BROKEN = "print('    print(\"RESULT \" + json.dumps(run_one()))'); raise SystemExit(1)"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    """One temporary Prefect server for the grids of this module, stopped while pytest still shows its logs."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
 
 
 def make_run(tmp_path: Path, name: str, code: str, *args: str) -> Run:
