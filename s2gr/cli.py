@@ -139,6 +139,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
             raise
         return EXIT_REJECTED if isinstance(exc, ValueError) else EXIT_ERROR
     elapsed = time.time() - started
+    if rank != 0:
+        # A data-parallel rank that trained is done (rank 0 publishes). Its interpreter's teardown took
+        # a few CPU-seconds from rank 0's decoding (1,586 users/s against 2,711 without it): leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if run is not None:
         try:
             if result.tags:
