@@ -102,6 +102,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))  # set by torchrun: rank 0 alone logs and publishes
     if stage.distributed and params.distributed.world_size > 1 and "WORLD_SIZE" not in os.environ:
         return torchrun(stage.name, params.distributed.world_size, args.no_track)
+    if rank != 0 and not stage.distributed:  # launched by torchrun, but only a train stage has work for a rank
+        print(f"[{stage.name}] rank {rank}: not a data-parallel stage; rank 0 runs it alone", flush=True)
+        return 0
     track = os.environ.get("S2GR_TRACKING", "on").lower() not in ("off", "0", "false") and not args.no_track
     track = track and rank == 0
     run = None

@@ -147,3 +147,12 @@ def test_world_shares_and_scales() -> None:
     weighted = [World(r, 3).scale(values[s].mean(), len(s), 7) for r, s in enumerate(shares)]
     assert torch.stack(weighted).mean().item() == pytest.approx(values.mean().item())
     assert World().scale(torch.tensor(2.0), 1, 4).item() == 2.0  # one process: the loss as it is
+
+
+def test_other_stages_run_on_rank_0_alone_under_torchrun(root: Path, tmp_path: Path) -> None:
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    proc = subprocess.run([*torchrun, f"--log-dir={tmp_path}", "-m", "s2gr.cli", "stage", "split", "--no-track"],
+                          cwd=root, capture_output=True, text=True, env=project_env(root), check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "rank 1: not a data-parallel stage; rank 0 runs it alone" in proc.stdout
+    assert proc.stdout.count("[split] done in") == 1
