@@ -248,6 +248,16 @@ def run_all(runs: Sequence[Run], jobs: int, deadline_minutes: float | None) -> l
     return [r for r in results.values() if r is not None]
 
 
+def write_results(stem: str, report: dict, table: str) -> list[Path]:
+    """``bench/results/<stem>.json`` (the report) and ``.md`` (the table, also printed); their paths."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    paths = [RESULTS / f"{stem}.json", RESULTS / f"{stem}.md"]
+    paths[0].write_text(json.dumps(report, indent=2))
+    paths[1].write_text(table)
+    print(table)
+    return paths
+
+
 def finish(
     args: argparse.Namespace,
     name: str,

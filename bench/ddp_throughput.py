@@ -31,9 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, device_label, load_config, log_run, prepare  # noqa: I001  (sets up the env first)
+from common import RESULTS, ROOT, device_label, load_config, log_run, prepare, write_results  # noqa: I001  (sets up the env first)
 
 import numpy as np
+
+from s2gr_core.models.distributed import core_share
 
 MODELS = ("tiger", "s2gr", "sasrec")
 
@@ -110,7 +112,7 @@ def launch(args: argparse.Namespace, model: str, world: int, out: Path) -> dict:
     cmd = [*torchrun, __file__, args.dataset, "--worker", "--model", model, "--out", str(out)]
     for name in ("batches", "warmup", "batch_size", "device", "seed"):
         cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // world))}
+    env = {**os.environ, "OMP_NUM_THREADS": str(core_share(world))}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{model} on {world} ranks failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -185,16 +187,12 @@ def main() -> int:
         "rows": rows,
     }
     suffix = ("" if args.device == "cpu" else f"-{args.device}") + (f"-{args.tag}" if args.tag else "")
-    stem = RESULTS / f"ddp-throughput-{args.dataset}{suffix}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
+    paths = write_results(f"ddp-throughput-{args.dataset}{suffix}", report, markdown(report))
     if not args.no_mlflow:
         metrics = {f"{r['model']}_w{r['world_size']}_samples_per_s": r["train_samples_per_s"] for r in rows}
         params = {"dataset": args.dataset, "batch_size": args.batch_size, "batches": args.batches}
         log_run(f"ddp-throughput-{args.dataset}", {"bench": "ddp_throughput", "device": report["device"]}, metrics,
-                params, [stem.with_suffix(".json"), stem.with_suffix(".md")])  # fmt: skip
+                params, paths)  # fmt: skip
     return 0
 
 

@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, ROOT, device_label, load_config, log_run, prepare  # noqa: I001  (sets up the env first)
+from common import ROOT, device_label, load_config, log_run, prepare, write_results  # noqa: I001  (sets up the env first)
 
 import numpy as np
 import torch
@@ -349,15 +349,10 @@ def main() -> int:
         "matmul_precision": args.matmul_precision,
         "rows": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = ("" if device.type == "cpu" else f"-{device.type}") + (f"-{args.tag}" if args.tag else "")
-    stem = RESULTS / f"gr-throughput-{args.dataset}{suffix}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
+    paths = write_results(f"gr-throughput-{args.dataset}{suffix}", report, markdown(report))
     if not args.no_mlflow:
-        log_to_mlflow(report, [stem.with_suffix(".json"), stem.with_suffix(".md")])
+        log_to_mlflow(report, paths)
     return 0
 
 

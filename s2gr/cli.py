@@ -176,8 +176,10 @@ def torchrun(stage: str, processes: int, no_track: bool) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    from s2gr_core.models.distributed import core_share
+
     # each rank's share of the cores (torchrun would otherwise set 1 and warn)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(core_share(processes)))
     print(f"[{stage}] torchrun: {processes} data-parallel processes (distributed.world_size)", flush=True)
     with tempfile.TemporaryDirectory(prefix="s2gr-torchrun-") as logs:  # its error files, gone afterwards
         argv = ["--standalone", f"--nproc-per-node={processes}", "--log-dir", logs]

@@ -128,6 +128,11 @@ class World:
 SINGLE = World()
 
 
+def core_share(processes: int) -> int:
+    """This machine's cores divided among ``processes`` processes (at least 1 each)."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
 def launched() -> bool:
     """Whether torchrun (or any launcher setting its variables) started this process."""
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ

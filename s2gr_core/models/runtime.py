@@ -27,7 +27,7 @@ import torch
 
 from s2gr_core.allocator import malloc_policy
 from s2gr_core.models.common import resolve_device, set_threads
-from s2gr_core.models.distributed import SINGLE, World, current_world
+from s2gr_core.models.distributed import SINGLE, World, core_share, current_world
 
 Precision = Literal["fp32", "bf16"]
 
@@ -164,7 +164,7 @@ def runtime_for(device: str, threads: int, precision: Precision, compile: bool) 
     world = current_world(dev.type)
     if world.size > 1 and dev.type == "cuda":
         dev = torch.device("cuda", world.local_rank)
-    used = set_threads(threads or max(1, (os.cpu_count() or 1) // world.local_size))
+    used = set_threads(threads or core_share(world.local_size))
     chosen, note = effective_precision(precision, dev)
     if chosen != precision:
         warnings.warn(note, stacklevel=2)
