@@ -20,7 +20,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 90
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install lock run flow test test-fast lint mlflow-ui prefect-server deploy worker clean
+.PHONY: help install lock run flow test test-fast lint mlflow-ui prefect-server deploy worker bench-worker clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -43,8 +43,9 @@ lock:  ## re-resolve pyproject.toml in a scratch venv and rewrite requirements.l
 	.lock-venv/bin/python infra/lock.py
 	rm -rf .lock-venv
 
-run: install  ## run the whole pipeline on the default dataset (dvc repro)
-	$(BIN)/dvc repro
+run: install  ## run the whole pipeline on the default dataset: each stage by `dvc repro`, independent ones side by side
+	$(BIN)/python -m flows.pipeline
+	@echo && cat reports/models.md
 
 flow: install  ## run the pipeline through the Prefect flow (ephemeral server unless PREFECT_API_URL is set)
 	$(BIN)/python -m flows.pipeline
@@ -64,12 +65,16 @@ mlflow-ui: install  ## browse runs at http://127.0.0.1:5000
 prefect-server: install  ## a Prefect server on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
-deploy: install  ## register the weekly-retrain deployment (needs PREFECT_API_URL)
+deploy: install  ## register weekly-retrain and bench-run on their process pools (needs PREFECT_API_URL)
 	$(BIN)/prefect work-pool create s2gr-process --type process --overwrite
-	$(BIN)/prefect --no-prompt deploy --all
+	$(BIN)/prefect work-pool create s2gr-bench --type process --overwrite
+	$(BIN)/prefect --no-prompt deploy --name weekly-retrain --name bench-run
 
 worker: install  ## a process worker that runs scheduled retrains
 	$(BIN)/prefect worker start --pool s2gr-process
+
+bench-worker: install  ## a process worker for benchmark grids (`bench/gr.py ... --deployment s2gr-bench-run/bench-run`)
+	$(BIN)/prefect worker start --pool s2gr-bench
 
 clean:  ## remove pipeline outputs and local tracking state (keeps the DVC cache)
 	rm -rf data metrics reports checkpoints mlflow.db mlartifacts .prefect

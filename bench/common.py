@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+STOPPED = "STOPPED by the time budget"  # run_worker's line in a worker log
 sys.path.insert(0, str(ROOT))
 
 from s2gr import env  # noqa: E402
@@ -22,6 +23,7 @@ from s2gr import env  # noqa: E402
 env.configure(ROOT)
 
 from s2gr_core.config import Params, load_params  # noqa: E402
+from s2gr_core.cores import available_cores  # noqa: E402
 from s2gr_core.stages import CHECKPOINTS  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -125,6 +127,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="stop runs still training after MINUTES; each finishes from its best checkpoint (marked in the table)",
     )
     parser.add_argument(
+        "--deployment",
+        metavar="FLOW/NAME",
+        help="run each run as a flow run of this deployment on its work pool's workers, e.g. "
+        "s2gr-bench-run/bench-run (prefect.yaml; needs PREFECT_API_URL and workers that see this folder); "
+        "the pool, not --jobs, decides how many run at once",
+    )
+    parser.add_argument(
         "--no-mlflow", action="store_true", help="write the result files only (a machine without MLflow)"
     )
     parser.add_argument(
@@ -140,7 +149,7 @@ def worker_overrides(args: argparse.Namespace, section: dict) -> list[str]:
     parallel and the config leaves ``threads`` at 0 (all cores for each would oversubscribe them)."""
     overrides = list(args.overrides)
     if args.jobs > 1 and not section.get("threads"):
-        overrides.append(f"threads={max(1, (os.cpu_count() or 1) // args.jobs)}")
+        overrides.append(f"threads={max(1, available_cores() // args.jobs)}")
     return overrides
 
 
@@ -157,6 +166,19 @@ class Run:
     def log(self) -> Path:
         return self.folder / "worker.log"
 
+    def to_params(self) -> dict:
+        """The run as JSON-able flow-run parameters (a work pool's worker rebuilds it)."""
+        return {
+            "name": self.name,
+            "command": self.command,
+            "folder": str(self.folder),
+            "checkpoint": str(self.checkpoint),
+        }
+
+    @classmethod
+    def from_params(cls, params: dict) -> Run:
+        return cls(params["name"], list(params["command"]), Path(params["folder"]), Path(params["checkpoint"]))
+
 
 def worker_run(work: Path, name: str, command: list[str], overrides: list[str], model: str) -> Run:
     """The run ``name`` in its folder under ``work``; ``overrides`` go last, as ``--set`` values."""
@@ -166,14 +188,22 @@ def worker_run(work: Path, name: str, command: list[str], overrides: list[str], 
     )
 
 
-def worker_result(log: Path) -> dict | None:
-    """The ``RESULT {json}`` line of the worker's latest start (the log is appended to), or None
-    if that start did not finish."""
+def latest_start(log: Path) -> list[str]:
+    """The lines the worker's latest start wrote (the log is appended to; a start opens with ``== ``)."""
     lines = log.read_text().splitlines() if log.is_file() else []
     starts = [i for i, line in enumerate(lines) if line.startswith("== ")]
-    latest = lines[starts[-1] + 1 :] if starts else lines
-    found = [line for line in latest if line.startswith("RESULT {")]  # not a traceback quoting the print
+    return lines[starts[-1] + 1 :] if starts else lines
+
+
+def worker_result(log: Path) -> dict | None:
+    """The ``RESULT {json}`` line of the worker's latest start, or None if that start did not finish."""
+    found = [line for line in latest_start(log) if line.startswith("RESULT {")]  # not a traceback quoting the print
     return json.loads(found[-1].removeprefix("RESULT ")) if found else None
+
+
+def worker_stopped(log: Path) -> bool:
+    """Whether the time budget stopped the worker's latest start (:func:`run_worker` says so in the log)."""
+    return STOPPED in latest_start(log)
 
 
 def run_worker(run: Run, ends: float) -> tuple[dict | None, bool]:
@@ -193,6 +223,8 @@ def run_worker(run: Run, ends: float) -> tuple[dict | None, bool]:
                 print(f"time budget spent: stopping {run.name}", flush=True)
                 proc.terminate()
                 stopped = True
+                handle.write(f"{STOPPED}\n")  # for whoever reads the result from the log (a pool's grid)
+                handle.flush()
             time.sleep(0.5)
     result = worker_result(run.log)
     if result is None and not stopped:
@@ -204,16 +236,17 @@ def run_worker(run: Run, ends: float) -> tuple[dict | None, bool]:
 
 
 def run_parallel(
-    runs: Sequence[Run], jobs: int, deadline: float | None = None
+    runs: Sequence[Run], jobs: int, deadline: float | None = None, deployment: str | None = None
 ) -> tuple[dict[str, dict | None], set[str]]:
-    """Run the workers, ``jobs`` at a time, through the Prefect flow ``s2gr-bench-grid`` (bench/grid.py).
+    """Run the workers, ``jobs`` at a time, through the Prefect flow ``s2gr-bench-grid`` (bench/grid.py);
+    with ``deployment``, as flow runs of it on its work pool's workers.
 
     At ``deadline`` (seconds from now) running workers are stopped and queued ones never start.
     Returns (name -> the worker's result, or None for a run that did not finish; the names stopped).
     """
     from grid import run_grid
 
-    return run_grid(list(runs), jobs, deadline)
+    return run_grid(list(runs), jobs, deadline, deployment)
 
 
 def last_epoch(checkpoint: Path) -> int:
@@ -225,12 +258,14 @@ def last_epoch(checkpoint: Path) -> int:
     return int(load_torch(checkpoint)["epoch"])
 
 
-def run_all(runs: Sequence[Run], jobs: int, deadline_minutes: float | None) -> list[dict]:
-    """Every run, in parallel under the time budget; a run stopped by the budget is finished from its
-    checkpoints (resumed with ``max_epochs`` = the epochs it completed, so it trains no further and
-    decodes with its best weights) and marked ``stopped_at_epoch``. Runs that never completed an
-    epoch are left out, and said so."""
-    results, names = run_parallel(runs, jobs, deadline_minutes * 60 if deadline_minutes else None)
+def run_all(
+    runs: Sequence[Run], jobs: int, deadline_minutes: float | None, deployment: str | None = None
+) -> list[dict]:
+    """Every run, in parallel under the time budget (on ``deployment``'s work pool when given); a run
+    stopped by the budget is finished from its checkpoints (resumed with ``max_epochs`` = the epochs it
+    completed, so it trains no further and decodes with its best weights) and marked
+    ``stopped_at_epoch``. Runs that never completed an epoch are left out, and said so."""
+    results, names = run_parallel(runs, jobs, deadline_minutes * 60 if deadline_minutes else None, deployment)
     stopped = {run.name: last_epoch(run.checkpoint) for run in runs if run.name in names}
     resumable = [r for r in runs if stopped.get(r.name)]
     finishing = [
@@ -239,7 +274,7 @@ def run_all(runs: Sequence[Run], jobs: int, deadline_minutes: float | None) -> l
     ]
     if finishing:
         print(f"finishing {len(finishing)} stopped runs from their checkpoints", flush=True)
-        for name, result in run_parallel(finishing, jobs)[0].items():
+        for name, result in run_parallel(finishing, jobs, deployment=deployment)[0].items():
             if result is not None:
                 results[name] = {**result, "stopped_at_epoch": stopped[name]}
     for name, result in results.items():

@@ -287,7 +287,7 @@ def main() -> int:
                 command += ["--reuse-trained"] if args.reuse_trained else []
                 mode = config["variants"][variant]["mode"]
                 runs.append(worker_run(shared, f"{variant}-seed{seed}", command, overrides, mode))
-        results = run_all(runs, args.jobs, args.deadline)
+        results = run_all(runs, args.jobs, args.deadline, args.deployment)
         for r in results:
             scores = r.get("test", r.get("valid"))
             print(r["variant"], r["seed"], {k: r[k] for k in ("best_epoch", "seconds_per_epoch", "device")}, scores)

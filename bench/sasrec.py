@@ -197,7 +197,7 @@ def main() -> int:
         for seed in args.seeds:
             command = [sys.executable, __file__, str(args.config), "--seeds", str(seed), "--worker"]
             runs.append(worker_run(shared, f"sasrec-seed{seed}", command, overrides, "sasrec"))
-        results = run_all(runs, args.jobs, args.deadline)
+        results = run_all(runs, args.jobs, args.deadline, args.deployment)
     finish(
         args,
         f"sasrec-{dataset}{'-' + args.tag if args.tag else ''}",

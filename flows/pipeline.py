@@ -5,6 +5,7 @@ Run it without any server (Prefect starts an ephemeral one)::
     python -m flows.pipeline                  # what `make flow` does
     python -m flows.pipeline --refresh-data   # re-read the data source first (a new data drop)
     python -m flows.pipeline --until sids     # only `sids` and the stages it depends on
+    python -m flows.pipeline --jobs 2         # up to 2 independent stages at a time, half the cores each
 
 or against a Prefect server by setting ``PREFECT_API_URL``. Deployments (weekly
 retraining) are declared in ``prefect.yaml``. The flow opens the MLflow parent run;
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 from s2gr import env
 
@@ -22,16 +26,23 @@ env.configure(env.find_root() if __name__ == "__main__" else None)
 
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.futures import PrefectFuture, as_completed  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from tasks.dvc import run_dvc_stage, stage_order  # noqa: E402
+from s2gr_core.cores import available_cores  # noqa: E402
+from tasks.dvc import core_limit, run_dvc_stage, stage_dag  # noqa: E402
 
 FETCH_STAGE = "fetch"
 PROMOTION = "reports/promotion.md"
 
 
-@flow(name="s2gr-pipeline", log_prints=True)
-def s2gr_pipeline(refresh_data: bool = False, force: bool = False, until: str | None = None) -> list[dict]:
+# run_stages submits at most `jobs` stage tasks at a time, and the core limit (not the thread count)
+# bounds them with other flow runs on the machine: a thread each never oversubscribes anything.
+@flow(name="s2gr-pipeline", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=64))
+def s2gr_pipeline(
+    refresh_data: bool = False, force: bool = False, until: str | None = None, jobs: int | None = None
+) -> list[dict]:
     """Reproduce the DVC pipeline; DVC decides which stages are stale.
 
     Args:
@@ -40,6 +51,8 @@ def s2gr_pipeline(refresh_data: bool = False, force: bool = False, until: str | 
             files actually changed.
         force: re-run every stage even if DVC considers it up to date.
         until: run only this stage and the stages it depends on (all stages when empty).
+        jobs: how many stages may run at the same time where none needs another's outputs, each
+            with 1/jobs of the cores (``orchestration.jobs`` in params.yaml when empty).
     """
     from s2gr.tracking import end_run, start_pipeline_run
     from s2gr_core.config import load_params
@@ -48,47 +61,125 @@ def s2gr_pipeline(refresh_data: bool = False, force: bool = False, until: str | 
     env.configure(root)
     logger = get_run_logger()
     params = load_params(root / "params.yaml")
-    order = stage_order(root, until or None)
+    jobs = jobs or params.orchestration.jobs
+    if jobs < 1:
+        raise ValueError(f"jobs: must be >= 1, got {jobs}")
+    dag = stage_dag(root, until or None)
+    cores = available_cores()
+    share = max(1, cores // jobs)
     retrying = run_dvc_stage.with_options(
         retries=params.orchestration.retries, retry_delay_seconds=params.orchestration.retry_delay_seconds
     )
     parent = start_pipeline_run(
         root, params.tracking.experiment, params.data.name, trigger=f"prefect flow run {flow_run.name}"
     )
-    logger.info("MLflow parent run %s; stages in order: %s", parent, ", ".join(order))
-    results: list[dict] = []
-    ok = False
+    logger.info("MLflow parent run %s; stages in order: %s", parent, ", ".join(dag))
+    outcome: dict[str, dict] = {}
     try:
-        for stage in order:
-            results.append(retrying(stage, str(root), parent, force=force or (refresh_data and stage == FETCH_STAGE)))
-        ok = True
+        limit, slots = core_limit(cores)
+        share = min(share, slots)
+        logger.info("up to %d stage(s) at a time, %d core(s) each (limit %s: %d)", jobs, share, limit, slots)
+        start = partial(
+            retrying.submit,
+            root=str(root),
+            parent_run_id=parent,
+            cores=share if jobs > 1 else None,  # alone, a stage runs as under `dvc repro`
+            limit=limit,
+            occupy=share,
+        )
+        futures = run_stages(
+            dag, jobs, lambda stage: start(stage, force=force or (refresh_data and stage == FETCH_STAGE))
+        )
+        for stage, future in futures.items():
+            if future is not None and future.state.is_completed():
+                outcome[stage] = future.result()
+            else:  # Failed or Crashed; None when a stage it needs did not complete
+                outcome[stage] = {"stage": stage, "status": "not run" if future is None else "FAILED", "seconds": ""}
     finally:
+        ok = len(outcome) == len(dag) and all(r["status"] in ("ran", "skipped") for r in outcome.values())
         end_run(root, parent, ok)
-        ran = [r["stage"] for r in results if r["status"] == "ran"]
-        failed = order[len(results)] if not ok and len(results) < len(order) else None
-        rows = [f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in results]
-        if failed:
-            rows.append(f"| {failed} | FAILED | |")
-        promotion = root / PROMOTION
         create_markdown_artifact(
             key="s2gr-pipeline-summary",
-            markdown="\n".join(
-                [
-                    f"## s2gr pipeline on {params.data.name}",
-                    f"MLflow parent run `{parent}`",
-                    "",
-                    "| stage | status | seconds |",
-                    "|---|---|---|",
-                    *rows,
-                    "",
-                    # the gate's decision (the promote stage's, this run's or the last one's when it was up to date)
-                    promotion.read_text() if ok and promotion.is_file() else "No promotion decision: the run failed.",
-                ]
-            ),
+            markdown=summary(params.data.name, parent, jobs, outcome, root / PROMOTION if ok else None),
             description="Which DVC stages ran, were skipped or failed, and which model serves",
         )
-        logger.info("stages run: %s", ", ".join(ran) or "none (everything up to date)")
-    return results
+    ran = [stage for stage, r in outcome.items() if r["status"] == "ran"]
+    logger.info("stages run: %s", ", ".join(ran) or "none (everything up to date)")
+    if not ok:
+        failed = [stage for stage, r in outcome.items() if r["status"] == "FAILED"]
+        not_run = [stage for stage, r in outcome.items() if r["status"] == "not run"]
+        raise RuntimeError(f"stage(s) failed: {', '.join(failed)}; not run: {', '.join(not_run) or 'none'}")
+    return list(outcome.values())
+
+
+def run_stages(
+    dag: dict[str, list[str]], jobs: int, start: Callable[[str], PrefectFuture]
+) -> dict[str, PrefectFuture | None]:
+    """Starts each stage of ``dag`` (in topological order, each with the stages it needs) once all
+    of those completed, at most ``jobs`` at a time, and waits for them all. Among the stages ready at
+    once, the one with the most stages after it starts first (the longer chain), then dvc.yaml's order.
+    A stage is never started when a stage it needs failed or never ran. Returns each stage's finished
+    future, None for those never started, in ``dag``'s order."""
+    after = {stage: 0 for stage in dag}
+    for stage in dag:  # each stage's dependents, direct or not
+        for up in ancestors(dag, stage):
+            after[up] += 1
+    # a stage has more dependents than any of its own: this order is also topological
+    pending = sorted(dag, key=lambda s: -after[s])  # stable: dvc.yaml's order among equals
+    running: dict[PrefectFuture, str] = {}
+    final: dict[str, PrefectFuture | None] = {}
+    completed: set[str] = set()
+    blocked: set[str] = set()  # failed, or never started
+    while pending or running:
+        for stage in list(pending):
+            if any(up in blocked for up in dag[stage]):
+                pending.remove(stage)
+                blocked.add(stage)
+                final[stage] = None
+            elif len(running) < jobs and all(up in completed for up in dag[stage]):
+                pending.remove(stage)
+                running[start(stage)] = stage
+        if not running:
+            break
+        done = next(as_completed(list(running)))
+        done.wait()  # sets its final state here (its state property would ask the API, which may lag)
+        stage = running.pop(done)
+        final[stage] = done
+        (completed if done.state.is_completed() else blocked).add(stage)
+    return {stage: final.get(stage) for stage in dag}
+
+
+def ancestors(dag: dict[str, list[str]], stage: str) -> set[str]:
+    """Every stage ``stage`` needs, directly or not."""
+    seen: set[str] = set()
+    todo = list(dag[stage])
+    while todo:
+        up = todo.pop()
+        if up not in seen:
+            seen.add(up)
+            todo.extend(dag[up])
+    return seen
+
+
+def summary(dataset: str, parent: str, jobs: int, outcome: dict[str, dict], promotion: Path | None) -> str:
+    """The flow run's markdown artifact: each stage's status and seconds, then the promotion gate's decision
+    (this run's, or the last one's when ``promote`` was up to date; None when the run failed)."""
+    return "\n".join(
+        [
+            f"## s2gr pipeline on {dataset}",
+            f"MLflow parent run `{parent}`; up to {jobs} stage(s) at a time",
+            "",
+            "| stage | status | seconds |",
+            "|---|---|---|",
+            *[f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in outcome.values()],
+            "",
+            "No promotion decision: the run failed."
+            if promotion is None
+            else promotion.read_text()
+            if promotion.is_file()
+            else "No promotion decision yet: the promote stage has never run.",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,8 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refresh-data", action="store_true", help="force the fetch stage (new data drop)")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
     parser.add_argument("--until", metavar="STAGE", help="run only STAGE and the stages it depends on")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="run up to N independent stages at a time, each with 1/N of the cores (default: orchestration.jobs)",
+    )
     args = parser.parse_args(argv)
-    state = s2gr_pipeline(refresh_data=args.refresh_data, force=args.force, until=args.until, return_state=True)
+    state = s2gr_pipeline(
+        refresh_data=args.refresh_data, force=args.force, until=args.until, jobs=args.jobs, return_state=True
+    )
     return 0 if state.is_completed() else 1
 
 

@@ -103,6 +103,16 @@ def project_env(root: Path, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for the in-process flows of the whole session (the benchmark grids,
+    the pipeline flow's scheduler): each start costs about 15 s here."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
 def ml100k_embeddings(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
     """Real all-MiniLM-L6-v2 embeddings (40 x 384) of the fixture's MovieLens items."""
     from s2gr_core.data import get_dataset

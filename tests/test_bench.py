@@ -31,12 +31,8 @@ BROKEN = "print('    print(\"RESULT \" + json.dumps(run_one()))'); raise SystemE
 
 
 @pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    """One temporary Prefect server for the grids of this module, stopped while pytest still shows its logs."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
+def prefect_server(prefect_harness):
+    """The session's temporary Prefect server (conftest), for this module's flows."""
 
 
 def make_run(tmp_path: Path, name: str, code: str, *args: str) -> Run:

@@ -36,6 +36,7 @@ def test_every_parameter_has_help() -> None:
         ({"validate": {"rating_range": [1, 5, 10]}}, r"validate.rating_range: must be \[lowest, highest\]"),
         ({"validate": {"rating_range": ["a", 5]}}, r"validate.rating_range"),
         ({"orchestration": {"retries": -1}}, r"orchestration.retries: must be >= 0"),
+        ({"orchestration": {"jobs": 0}}, r"orchestration.jobs: must be >= 1"),
         ({"tracking": {"experiment": " "}}, r"tracking.experiment: must be a non-empty name"),
     ],
 )

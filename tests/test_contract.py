@@ -102,15 +102,19 @@ def test_outputs_are_git_ignored() -> None:
 
 
 def test_flow_order_is_dvcs_topological_order_and_until_keeps_the_ancestors(project: Path) -> None:
-    from tasks.dvc import stage_order
+    from tasks.dvc import stage_dag, stage_order
 
     everything = stage_order(project)
     assert everything == [s.name for s in STAGES]  # dvc.yaml's own order, which is a valid run order
     position = {name: i for i, name in enumerate(everything)}
-    for stage in STAGES:  # every producer runs before its consumers
-        for dep in stage.deps.values():
-            producers = [s.name for s in STAGES if dep in s.outs.values() or dep in s.metrics.values()]
-            assert all(position[p] < position[stage.name] for p in producers)
+    dag = stage_dag(project)  # what the flow waits for before it starts a stage
+    assert list(dag) == everything
+    for stage in STAGES:  # every producer runs before its consumers, and a consumer waits for exactly them
+        producers = {
+            s.name for dep in stage.deps.values() for s in STAGES if dep in s.outs.values() or dep in s.metrics.values()
+        }
+        assert all(position[p] < position[stage.name] for p in producers)
+        assert set(dag[stage.name]) == producers, stage.name
     semantic = stage_order(project, until="sids")
     assert semantic[-1] == "sids"
     assert set(semantic) == {"fetch", "ingest", "validate", "split", "embed", "cooccur", "codebook", "sids"}

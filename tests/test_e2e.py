@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from s2gr_core.cores import available_cores
 from s2gr_core.stages import STAGES as REGISTRY
 from tests.conftest import BIN, project_env
 
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.e2e
 STAGES = [s.name for s in REGISTRY]
 
 
-def run(cmd: list[str], root: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=root, env=project_env(root), capture_output=True, text=True, timeout=600)
+def run(cmd: list[str], root: Path, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=root, env=project_env(root, **env), capture_output=True, text=True, timeout=600)
     if ok and proc.returncode != 0:
         raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -44,10 +45,11 @@ def digest(path: Path) -> str:
 
 
 def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None:
-    # 1. The Prefect flow (ephemeral server) runs every stage via DVC.
-    flow = run([sys.executable, "-m", "flows.pipeline"], project)
+    # 1. The Prefect flow (ephemeral server) runs every stage via DVC, two independent ones at a time.
+    flow = run([sys.executable, "-m", "flows.pipeline", "--jobs", "2"], project)
     assert f"stages run: {', '.join(STAGES)}" in flow.stdout + flow.stderr
     runs = mlflow_runs(project)
+    assert_side_by_side_only_where_independent(project, runs)
     parents = [r for r in runs if r.data.tags.get("s2gr.kind") == "pipeline"]
     assert len(parents) == 1
     parent = parents[0]
@@ -87,12 +89,20 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     configs = [r.data.tags["config"] for r in runs if r.data.tags.get("stage") == "evaluate_sasrec"]
     assert len(configs) == 2 and len(set(configs)) == 1 and len(configs[0]) == 12
 
-    # 4. Reproducible byte for byte: the same seed on the same machine, forced again, writes the same
-    # split, embeddings, graph, SIDs and prediction lists (no timings or run ids inside data outputs).
+    # 4. Reproducible byte for byte: the same seed and threads on the same machine, forced again, writes
+    # the same split, embeddings, graph, SIDs and prediction lists (no timings or run ids inside data
+    # outputs). The flow gave each stage half the cores (--jobs 2); float sums in
+    # another thread count may differ in their last bits, so the rerun gets as many.
     rerun = ["split", "embed", "cooccur", "codebook", "sids", "train_sasrec"]
+    share = str(max(1, available_cores() // 2))  # each stage's cores under the flow's --jobs 2
     outputs = ("data/split", "data/embed", "data/graph", "data/sids", "predictions/sasrec")
     first = {p: digest(p) for folder in outputs for p in sorted((project / folder).rglob("*")) if p.is_file()}
-    run([str(BIN / "dvc"), "repro", "--force", "--single-item", *rerun], project)
+    run(
+        [str(BIN / "dvc"), "repro", "--force", "--single-item", *rerun],
+        project,
+        S2GR_CORES=share,
+        OMP_NUM_THREADS=share,
+    )
     second = {p: digest(p) for folder in outputs for p in sorted((project / folder).rglob("*")) if p.is_file()}
     assert len(first) >= 10 and second == first
 
@@ -112,6 +122,24 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     status = run([str(BIN / "dvc"), "status"], project)
     assert "validate:" in status.stdout  # still stale: the next good data drop re-runs it
     assert "split:" not in status.stdout  # what split reads is the last published (good) data
+
+    # 6. The flow on the same bad drop: validate rejects it (exit 1, so no retry), what needs it never runs,
+    # and the flow run fails saying so.
+    flow = run([sys.executable, "-m", "flows.pipeline", "--until", "split", "--jobs", "2"], project, ok=False)
+    assert flow.returncode == 1
+    assert "stage(s) failed: validate; not run: split" in flow.stdout + flow.stderr
+    assert {p: digest(p) for p in split_outputs} == split_outputs
+
+
+def assert_side_by_side_only_where_independent(project: Path, runs: list) -> None:
+    """Some stages overlapped in time, and none started before every stage it reads from had ended."""
+    from tasks.dvc import stage_dag
+
+    span = {r.data.tags["stage"]: (r.info.start_time, r.info.end_time) for r in runs if "stage" in r.data.tags}
+    dag = stage_dag(project)
+    assert all(span[up][1] <= span[stage][0] for stage, ups in dag.items() for up in ups)
+    overlapping = {(a, b) for a in span for b in span if a < b and span[a][0] < span[b][1] and span[b][0] < span[a][1]}
+    assert overlapping, "with --jobs 2 no two stages ran at the same time"
 
 
 def assert_registered(project: Path) -> None:

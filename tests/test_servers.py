@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import shutil
 import socket
 import subprocess
@@ -115,7 +116,7 @@ def test_scheduled_deployment_runs_on_worker_and_logs_to_mlflow_server(
         client_env = {**env, "PREFECT_API_URL": pf_api, "MLFLOW_TRACKING_URI": ml_uri}
         prefect = str(BIN / "prefect")
         cli([prefect, "work-pool", "create", "s2gr-process", "--type", "process"], project, client_env)
-        cli([prefect, "--no-prompt", "deploy", "--all"], project, client_env)
+        cli([prefect, "--no-prompt", "deploy", "--name", "weekly-retrain"], project, client_env)
         inspected = cli([prefect, "deployment", "inspect", "s2gr-pipeline/weekly-retrain"], project, client_env)
         assert "0 3 * * 1" in inspected and "refresh_data" in inspected
         # up to SASRec's training: what the worker and servers add is there; every stage under the flow is
@@ -188,7 +189,7 @@ def test_a_data_drop_event_runs_the_retrain_deployment(project: Path, tmp_path: 
         client_env = {**env, "PREFECT_API_URL": api}
         prefect = str(BIN / "prefect")
         cli([prefect, "work-pool", "create", "s2gr-process", "--type", "process"], project, client_env)
-        cli([prefect, "--no-prompt", "deploy", "--all"], project, client_env)
+        cli([prefect, "--no-prompt", "deploy", "--name", "weekly-retrain"], project, client_env)
         assert "s2gr.data.dropped" in cli([prefect, "automation", "ls"], project, client_env)
 
         said = cli([str(BIN / "s2gr"), "data-drop", "--note", "test drop"], project, client_env)
@@ -204,3 +205,54 @@ def test_a_data_drop_event_runs_the_retrain_deployment(project: Path, tmp_path: 
 
     no_server = subprocess.run([str(BIN / "s2gr"), "data-drop"], cwd=project, env=env, capture_output=True, text=True)
     assert no_server.returncode == 2 and "set PREFECT_API_URL" in no_server.stderr
+
+
+def test_a_benchmark_grid_runs_on_a_work_pools_workers(tmp_path: Path) -> None:
+    """`--deployment s2gr-bench-run/bench-run`: each run of the grid is a flow run that a process worker
+    of the pool `s2gr-bench` runs; two at a time (the pool's limit), under the grid's time budget, and a
+    run the budget stopped finishes from its checkpoint on the pool as well."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.test_bench import FAST, SLOW, make_run  # the bench runner's own fixtures; puts bench/ on sys.path
+
+    run_all = importlib.import_module("common").run_all  # bench/common.py
+
+    port = free_port()
+    env = project_env(REPO, PREFECT_HOME=str(tmp_path / "prefect-server-home"))
+    api = f"http://127.0.0.1:{port}/api"
+    prefect = str(BIN / "prefect")
+    with server(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        f"{api}/health",
+        env,
+        tmp_path / "prefect.log",
+    ):
+        client_env = {**env, "PREFECT_API_URL": api}
+        cli([prefect, "work-pool", "create", "s2gr-bench", "--type", "process"], REPO, client_env)
+        cli([prefect, "work-pool", "set-concurrency-limit", "s2gr-bench", "2"], REPO, client_env)
+        cli([prefect, "--no-prompt", "deploy", "--name", "bench-run"], REPO, client_env)
+        with open(tmp_path / "worker.log", "w") as out:
+            worker = subprocess.Popen(
+                [prefect, "worker", "start", "--pool", "s2gr-bench"], cwd=REPO, env=client_env, stdout=out, stderr=out
+            )
+        try:
+            slow = make_run(tmp_path, "slow", SLOW, str(tmp_path / "slow" / "last.pt"))
+            fast = make_run(tmp_path, "fast", FAST)
+            with temporary_settings(updates={PREFECT_API_URL: api}):
+                results = run_all([slow, fast], jobs=1, deadline_minutes=0.5, deployment="s2gr-bench-run/bench-run")
+                with get_client(sync_client=True) as client:
+                    flow_runs = [r for r in client.read_flow_runs() if r.deployment_id is not None]
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    by_name = {r["name"]: r for r in results}
+    assert set(by_name) == {"slow", "fast"} and by_name["slow"]["stopped_at_epoch"] == 2
+    assert "stopped_at_epoch" not in by_name["fast"]
+    # slow ran twice (stopped, then finished from its checkpoint), fast once; every run on the pool's worker
+    assert sorted(r.name for r in flow_runs) == ["fast", "slow", "slow"], (tmp_path / "worker.log").read_text()[-3000:]
+    assert all(r.state_name == "Completed" for r in flow_runs)
+    first = sorted((r for r in flow_runs if r.name == "slow"), key=lambda r: r.start_time)[0]
+    fast_run = next(r for r in flow_runs if r.name == "fast")
+    assert fast_run.start_time < first.end_time and first.start_time < fast_run.end_time  # side by side
+    assert "STOPPED by the time budget" in slow.log.read_text()

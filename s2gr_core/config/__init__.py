@@ -101,8 +101,16 @@ class TrackingConfig:
 class OrchestrationConfig:
     retries: int = _help("Prefect retries of a failed DVC stage (a transient failure, not bad data).")
     retry_delay_seconds: int = _help("Seconds Prefect waits before retrying a failed stage.")
+    jobs: int = _help(
+        "Stages the Prefect flow (`make run`, `make flow`, deployments) runs at the same time where the DAG "
+        "allows it (1: one after another). Each of `jobs` stages running side by side gets 1/jobs of the cores "
+        "(its threads follow); `python -m flows.pipeline --jobs N` overrides it. A plain `dvc repro` always "
+        "runs one stage at a time with every core."
+    )
 
     def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ConfigError(f"orchestration.jobs: must be >= 1, got {self.jobs}")
         if self.retries < 0:
             raise ConfigError(f"orchestration.retries: must be >= 0, got {self.retries}")
         if self.retry_delay_seconds < 0:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import resource
 import sys
@@ -10,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from s2gr_core.cores import available_cores
 
 
 def pad_right(sequences: list[np.ndarray], max_len: int, offset: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -108,7 +109,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int) -> int:
-    n = threads or os.cpu_count() or 1
+    """Sets torch's intra-op threads: ``threads``, or with 0 every core this process may use."""
+    n = threads or available_cores()
     torch.set_num_threads(n)
     return n
 

@@ -37,6 +37,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from s2gr_core.cores import available_cores
+
 T = TypeVar("T")
 # rank 0 validates while the others wait in a collective: allow a long validation (Beauty on a CPU)
 TIMEOUT = timedelta(hours=2)
@@ -129,8 +131,9 @@ SINGLE = World()
 
 
 def core_share(processes: int) -> int:
-    """This machine's cores divided among ``processes`` processes (at least 1 each)."""
-    return max(1, (os.cpu_count() or 1) // processes)
+    """The cores this process may use (:func:`available_cores`) divided among ``processes`` processes
+    (at least 1 each)."""
+    return max(1, available_cores() // processes)
 
 
 def launched() -> bool:

@@ -19,7 +19,7 @@ VALIDATION_REPORT = "reports/validation.json"
 IO = "s2gr_core/io.py"  # atomic writers: a change there may change any output
 TRAIN, VALID, TEST = "data/split/train.parquet", "data/split/valid.parquet", "data/split/test.parquet"
 PREDICTIONS_CODE = "s2gr_core/evaluation/predictions.py"
-MODEL_COMMON = "s2gr_core/models/common.py"
+MODEL_COMMON = ("s2gr_core/models/common.py", "s2gr_core/cores.py")  # seeds, devices, threads
 EMBED, GRAPH, CODEBOOK, SIDS = "data/embed", "data/graph", "models/codebook", "data/sids"
 SEMANTIC_STAGE = "s2gr_core/stages/semantic.py"
 CHECKPOINTS = "checkpoints"  # the trainers' resume state (last.pt): scratch, not a DVC output
@@ -58,7 +58,7 @@ def train_generative_for(mode: str) -> Stage:
             "s2gr_core/models/gr",
             *TRAINING,
             "s2gr_core/semantic/sids.py",  # reads the SIDs and decoding tables
-            MODEL_COMMON,
+            *MODEL_COMMON,
             PREDICTIONS_CODE,
             IO,
         ),
@@ -94,7 +94,7 @@ def sidreasoner_sft_for(phase: str, start: str | None) -> Stage:
         params=("sidreasoner.model", "sidreasoner.corpus.history", f"sidreasoner.{phase}", *SIDR_RUN, *DDP),
         metrics={"metrics": f"metrics/train_sidreasoner_{phase}.json"},
         distributed=True,
-        code=(*SIDR_CODE, *TRAINING, MODEL_COMMON),
+        code=(*SIDR_CODE, *TRAINING, *MODEL_COMMON),
     )
 
 
@@ -219,7 +219,7 @@ STAGES: tuple[Stage, ...] = (
             "s2gr_core/semantic/rqvae.py",
             "s2gr_core/semantic/quantize.py",
             "s2gr_core/plots.py",
-            MODEL_COMMON,
+            *MODEL_COMMON,
             SEMANTIC_STAGE,
             IO,
         ),
@@ -244,7 +244,7 @@ STAGES: tuple[Stage, ...] = (
         params=("sasrec", "inference", "evaluate.ks", "split.max_history", "distributed"),
         metrics={"metrics": "metrics/train_sasrec.json"},
         distributed=True,
-        code=("s2gr_core/models/sasrec", *TRAINING, MODEL_COMMON, PREDICTIONS_CODE, IO),
+        code=("s2gr_core/models/sasrec", *TRAINING, *MODEL_COMMON, PREDICTIONS_CODE, IO),
     ),
     *(train_generative_for(m) for m in GENERATIVE_MODELS),
     Stage(
