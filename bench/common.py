@@ -131,7 +131,8 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         metavar="FLOW/NAME",
         help="run each run as a flow run of this deployment on its work pool's workers, e.g. "
         "s2gr-bench-run/bench-run (prefect.yaml; needs PREFECT_API_URL and workers that see this folder); "
-        "the pool, not --jobs, decides how many run at once",
+        "the pool's concurrency limit decides how many run at once; --jobs still gives each run its share of "
+        "the cores (set it to the runs per worker machine)",
     )
     parser.add_argument(
         "--no-mlflow", action="store_true", help="write the result files only (a machine without MLflow)"

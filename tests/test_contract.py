@@ -148,3 +148,21 @@ def test_the_cli_and_registry_import_no_stage_code_until_a_stage_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split("\n")[:3] == ["", "False", "True"]
+
+
+def test_every_deployment_runs_a_flow_that_exists_on_a_declared_pool() -> None:
+    """prefect.yaml: each entrypoint names a flow function in the project; `make deploy` deploys the process
+    pools' deployments by name, and the container ones differ only in their pool."""
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    deployments = {d["name"]: d for d in spec["deployments"]}
+    for name, deployment in deployments.items():
+        path, function = deployment["entrypoint"].split(":")
+        source = (REPO / path).read_text()
+        assert f"def {function}(" in source and "@flow(" in source, name
+    makefile = (REPO / "Makefile").read_text()
+    assert "deploy --name weekly-retrain --name bench-run" in makefile
+    for base in ("weekly-retrain", "bench-run"):
+        for flavour, pool in (("docker", "s2gr-docker"), ("k8s", "s2gr-k8s")):
+            container = deployments[f"{base}-{flavour}"]
+            assert container["entrypoint"] == deployments[base]["entrypoint"]
+            assert container["work_pool"]["name"] == pool and container["work_pool"]["job_variables"]["image"]
