@@ -24,6 +24,7 @@ from s2gr import env
 
 env.configure(env.find_root() if __name__ == "__main__" else None)
 
+import networkx as nx  # noqa: E402
 from prefect import flow, get_run_logger  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.futures import PrefectFuture, as_completed  # noqa: E402
@@ -120,10 +121,8 @@ def run_stages(
     once, the one with the most stages after it starts first (the longer chain), then dvc.yaml's order.
     A stage is never started when a stage it needs failed or never ran. Returns each stage's finished
     future, None for those never started, in ``dag``'s order."""
-    after = {stage: 0 for stage in dag}
-    for stage in dag:  # each stage's dependents, direct or not
-        for up in ancestors(dag, stage):
-            after[up] += 1
+    graph = dag_graph(dag)
+    after = {stage: len(nx.descendants(graph, stage)) for stage in dag}  # dependents, direct or not
     # a stage has more dependents than any of its own: this order is also topological
     pending = sorted(dag, key=lambda s: -after[s])  # stable: dvc.yaml's order among equals
     running: dict[PrefectFuture, str] = {}
@@ -149,16 +148,17 @@ def run_stages(
     return {stage: final.get(stage) for stage in dag}
 
 
+def dag_graph(dag: dict[str, list[str]]) -> nx.DiGraph:
+    """``dag`` as a networkx graph, edges from a stage to the stages that need it."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(dag)
+    graph.add_edges_from((up, stage) for stage, ups in dag.items() for up in ups)
+    return graph
+
+
 def ancestors(dag: dict[str, list[str]], stage: str) -> set[str]:
     """Every stage ``stage`` needs, directly or not."""
-    seen: set[str] = set()
-    todo = list(dag[stage])
-    while todo:
-        up = todo.pop()
-        if up not in seen:
-            seen.add(up)
-            todo.extend(dag[up])
-    return seen
+    return nx.ancestors(dag_graph(dag), stage)
 
 
 def summary(dataset: str, parent: str, jobs: int, outcome: dict[str, dict], promotion: Path | None) -> str:
