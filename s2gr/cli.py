@@ -17,6 +17,9 @@ EXIT_USAGE = 2
 EXIT_ERROR = 3  # an unexpected failure (possibly transient)
 
 EPILOG = """\
+start here (from the project folder):
+  make run                    the whole pipeline on ml-100k, then the model table (README.md)
+
 examples:
   s2gr stages                 list the pipeline stages with their inputs and outputs
   s2gr stage split            run one stage (what every dvc.yaml cmd does), logged to MLflow
@@ -115,6 +118,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         try:
             check_tracking(root)
             run = StageRun(root, stage.name, logged, params.tracking.experiment, params.data.name)
+            run.log_inputs({name: root / path for name, path in stage.deps.items()})
         except Exception as exc:  # nothing has run yet: a transient fault, worth a retry (exit 3)
             print(
                 f"[{stage.name}] FAILED before it started: MLflow tracking ({tracking_uri(root)}): {exc}",
@@ -454,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
+    p.set_defaults(func=cmd_stages)
+    p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")
+    p.set_defaults(func=cmd_params)
     p = sub.add_parser(
         "stage",
         help="run one pipeline stage (what dvc.yaml calls)",
@@ -466,6 +474,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=[s.name for s in STAGES], metavar="NAME", help="stage name (see below)")
     p.add_argument("--no-track", action="store_true", help="do not log to MLflow")
     p.set_defaults(func=cmd_stage)
+    p = sub.add_parser(
+        "report",
+        help="table and chart of every model's test metrics from MLflow (mean ± std over seeds)",
+        description="Collect the latest evaluate run of each (model, seed) on a dataset from MLflow, and write "
+        "models.md, models.csv and models.png (mean ± std over seeds) to --out; also logged to MLflow.",
+    )
+    p.add_argument("--dataset", help="dataset to report on (default: params.yaml data.name)")
+    p.add_argument("--out", default="reports/summary", help="output folder (default: reports/summary)")
+    p.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "compare",
+        help="paired comparison of two evaluated runs (deltas with confidence intervals)",
+        description="Compare two evaluations user by user: per metric, both means, the difference B - A, a "
+        "paired bootstrap 95% confidence interval and the paired t-test p-value. A and B are MLflow run ids of "
+        "evaluate_* runs (see the MLflow UI or `s2gr report`) or paths to *_per_user.parquet files "
+        "(reports/eval/).",
+    )
+    p.add_argument("a", metavar="RUN_A", help="baseline: evaluate run id or per-user parquet path")
+    p.add_argument("b", metavar="RUN_B", help="challenger: evaluate run id or per-user parquet path")
+    p.add_argument("--split", choices=["valid", "test"], default="test")
+    p.add_argument("--metrics", nargs="+", default=["recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10"])
+    p.add_argument("--boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser(
         "explain",
         help="what a reasoning model thought for one user: S2GR's thinking vectors or SIDReasoner's trace, top-10",
@@ -516,35 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="the dataset that changed (default: params.yaml data.name)")
     p.add_argument("--note", help="free text kept in the event's payload (e.g. where the drop came from)")
     p.set_defaults(func=cmd_data_drop)
-    p = sub.add_parser("stages", help="list the stages with their inputs and outputs")
-    p.set_defaults(func=cmd_stages)
-    p = sub.add_parser("params", help="show every parameter of params.yaml with its meaning")
-    p.set_defaults(func=cmd_params)
-    p = sub.add_parser(
-        "compare",
-        help="paired comparison of two evaluated runs (deltas with confidence intervals)",
-        description="Compare two evaluations user by user: per metric, both means, the difference B - A, a "
-        "paired bootstrap 95% confidence interval and the paired t-test p-value. A and B are MLflow run ids of "
-        "evaluate_* runs (see the MLflow UI or `s2gr report`) or paths to *_per_user.parquet files "
-        "(reports/eval/).",
-    )
-    p.add_argument("a", metavar="RUN_A", help="baseline: evaluate run id or per-user parquet path")
-    p.add_argument("b", metavar="RUN_B", help="challenger: evaluate run id or per-user parquet path")
-    p.add_argument("--split", choices=["valid", "test"], default="test")
-    p.add_argument("--metrics", nargs="+", default=["recall_at_5", "recall_at_10", "ndcg_at_5", "ndcg_at_10"])
-    p.add_argument("--boot", type=int, default=10_000, help="bootstrap resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.set_defaults(func=cmd_compare)
-    p = sub.add_parser(
-        "report",
-        help="table and chart of every model's test metrics from MLflow (mean ± std over seeds)",
-        description="Collect the latest evaluate run of each (model, seed) on a dataset from MLflow, and write "
-        "models.md, models.csv and models.png (mean ± std over seeds) to --out; also logged to MLflow.",
-    )
-    p.add_argument("--dataset", help="dataset to report on (default: params.yaml data.name)")
-    p.add_argument("--out", default="reports/summary", help="output folder (default: reports/summary)")
-    p.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
-    p.set_defaults(func=cmd_report)
     return parser
 
 

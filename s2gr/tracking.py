@@ -1,6 +1,6 @@
 """MLflow tracking: one parent run per pipeline run, one nested run per stage.
 
-How stage runs find their parent (documented in the README):
+How stage runs find their parent (documented in docs/operations.md):
 
 1. ``S2GR_MLFLOW_PARENT_RUN_ID`` set (the Prefect flow sets it): nest under it.
 2. Else, under the same ``dvc repro`` / ``dvc exp run`` process: every stage of
@@ -13,6 +13,8 @@ Embedded default: ``sqlite:///<root>/mlflow.db`` with artifacts in
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -79,7 +81,7 @@ def client(root: Path) -> Any:
 
 
 # MLflow's own kind for an experiment of trained models (its UI's GenAI/model-training distinction).
-# MLflow 3.17's UI still opens on its GenAI overview; the runs are at #/experiments/<id>/runs (README).
+# MLflow 3.17's UI still opens on its GenAI overview; the runs are at #/experiments/<id>/runs (docs/operations.md).
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
@@ -144,6 +146,9 @@ def start_pipeline_run(root: Path, experiment: str, dataset: str, trigger: str, 
         "s2gr.kind": "pipeline",
         "s2gr.trigger": trigger,
         "s2gr.group": group or f"run-{uuid.uuid4().hex[:12]}",
+        # the UI's Source column: what started the pipeline run
+        "mlflow.source.name": trigger,
+        "mlflow.source.type": "LOCAL",
     }
     name = f"pipeline-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = mlf.create_run(experiment_id(mlf, experiment, root), run_name=name, tags=tags)
@@ -173,6 +178,18 @@ def find_or_create_parent(mlf: Any, root: Path, experiment: str, dataset: str) -
             return Parent(found[0].info.run_id, owned=True)
         return Parent(start_pipeline_run(root, experiment, dataset, trigger=cmd, group=key), owned=True)
     return Parent(start_pipeline_run(root, experiment, dataset, trigger="s2gr stage"), owned=True)
+
+
+def dvc_digest(path: Path) -> str:
+    """The hash DVC 3 records for ``path`` in dvc.lock: the md5 of a file's bytes; for a folder, the md5 of
+    its listing (``[{"md5": …, "relpath": …}]`` sorted by path, as JSON) followed by ``.dir``."""
+    from s2gr_core.io import md5_file
+
+    if path.is_file():
+        return md5_file(path)
+    files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+    listing = [{"md5": md5_file(p), "relpath": p.relative_to(path).as_posix()} for p in files]
+    return hashlib.md5(json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False).hexdigest() + ".dir"
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
@@ -246,12 +263,42 @@ class StageRun:
         self.curves_lost: int | None = None  # the step at which per-step logging failed
         self.mlf = client(root)
         self.parent = find_or_create_parent(self.mlf, root, experiment, dataset)
-        tags = {**base_tags(root, dataset), "stage": stage, "mlflow.parentRunId": self.parent.run_id}
+        tags = {
+            **base_tags(root, dataset),
+            "stage": stage,
+            "mlflow.parentRunId": self.parent.run_id,
+            "mlflow.source.name": f"s2gr stage {stage}",
+            "mlflow.source.type": "LOCAL",
+        }
         exp_id = self.mlf.get_run(self.parent.run_id).info.experiment_id
         self.run_id = self.mlf.create_run(exp_id, run_name=stage, tags=tags).info.run_id
         flat = {k: str(v)[:MAX_PARAM_LEN] for k, v in flatten("", params).items()}
         self.mlf.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
         self.started = time.time()
+
+    def log_inputs(self, deps: dict[str, Path]) -> None:
+        """Each input the stage reads as an MLflow dataset input: its path as name, the hash DVC records
+        for it as digest (so a run names the data version it used), the stage's name for it as context."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        inputs = []
+        for role, path in deps.items():
+            if not path.exists():
+                continue
+            rel = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
+            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+            size = sum(p.stat().st_size for p in files)
+            dataset = Dataset(
+                name=rel,
+                digest=dvc_digest(path),
+                source_type="local",
+                source=json.dumps({"uri": rel}),
+                profile=json.dumps({"bytes": size}),
+            )
+            inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, role)]))
+        if inputs:
+            self.mlf.log_inputs(self.run_id, datasets=inputs)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Per-step curves (e.g. one point per epoch) on the stage run: the Reporter hook.

@@ -11,7 +11,7 @@ on the ``make run`` TIGER step (ms/step, 2 cores): OpenMP's default 105 alone, 3
 a busy process, 654-1,660 for each of two trainings; ``GOMP_SPINCOUNT=3000`` 110 alone, 217 next
 to a busy process, 223 each for two trainings (in proportion to the CPU lost);
 ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) resists contention as well but costs 37% alone on
-small models (144: no faster than one thread). See the README's thread-policy paragraph.
+small models (144: no faster than one thread). See docs/models.md, 'Threads under CPU contention'.
 
 It also tells glibc's malloc to keep freed memory for reuse (``allocator``): a fresh large tensor
 is otherwise page-faulted as it is written, which cost S2GR training about 40% of its CPU time.

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +18,24 @@ from tests.fixtures import write_beauty, write_ml100k
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def apt_install(package: str, present: Callable[[], bool]) -> None:
+    """Debian's ``package``, installed by the test setup where ``present()`` says it is missing (root, apt-get).
+
+    Test workers may both need a package: a file lock makes the second wait for the first's apt-get."""
+    if present():
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail(f"{package} is missing and cannot be installed here (needs root and apt-get): install {package}")
+    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with open(Path(tempfile.gettempdir()) / "s2gr-tests-apt.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if present():
+            return
+        subprocess.run(["apt-get", "update", "-qq"], env=apt, check=True, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], env=apt, check=True, timeout=900)
+
 
 os.environ.update(
     {

@@ -169,3 +169,37 @@ def test_experiments_are_marked_as_model_development(tmp_path: Path, monkeypatch
     assert key not in mlf.get_experiment(older).tags
     assert experiment_id(mlf, "s2gr-bench", tmp_path) == older
     assert mlf.get_experiment(older).tags[key] == kind
+
+
+def test_stage_inputs_are_logged_as_datasets_with_dvcs_own_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The digest is the hash DVC would lock for the path (a file's md5; a folder's `.dir` listing hash)."""
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs.local import LocalFileSystem
+
+    from s2gr.tracking import StageRun, dvc_digest
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("S2GR_MLFLOW_PARENT_RUN_ID", raising=False)
+    (tmp_path / "data" / "sids" / "sub").mkdir(parents=True)
+    (tmp_path / "data" / "train.parquet").write_bytes(b"PAR1 rows")
+    (tmp_path / "data" / "sids" / "sids.parquet").write_bytes(b"codes")
+    (tmp_path / "data" / "sids" / "sub" / "trie.npz").write_bytes(b"\x00\x01")
+    fs = LocalFileSystem()
+    odb = HashFileDB(fs, str(tmp_path / ".cache"))
+    for rel in ("data/train.parquet", "data/sids"):
+        _, _, obj = build(odb, str(tmp_path / rel), fs, "md5")
+        assert dvc_digest(tmp_path / rel) == obj.hash_info.value
+    assert dvc_digest(tmp_path / "data" / "sids").endswith(".dir")
+
+    run = StageRun(tmp_path, "train_tiger", {}, "s2gr", "ml-100k")
+    deps = {"train": tmp_path / "data/train.parquet", "sids": tmp_path / "data/sids", "gone": tmp_path / "nope"}
+    run.log_inputs(deps)
+    run.close(ok=True)
+    logged = run.mlf.get_run(run.run_id).inputs.dataset_inputs
+    by_name = {d.dataset.name: d for d in logged}
+    assert set(by_name) == {"data/train.parquet", "data/sids"}  # a missing input is not invented
+    assert by_name["data/sids"].dataset.digest == dvc_digest(tmp_path / "data" / "sids")
+    assert [(t.key, t.value) for t in by_name["data/train.parquet"].tags] == [("mlflow.data.context", "train")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,11 +15,12 @@ import yaml
 
 from s2gr_core.cores import available_cores
 from s2gr_core.stages import STAGES as REGISTRY
-from tests.conftest import BIN, project_env
+from tests.conftest import BIN, REPO, apt_install, project_env
 
 pytestmark = pytest.mark.e2e
 
 STAGES = [s.name for s in REGISTRY]
+EVALUATED = sorted(s.removeprefix("evaluate_") for s in STAGES if s.startswith("evaluate_"))
 
 
 def run(cmd: list[str], root: Path, ok: bool = True, **env: str) -> subprocess.CompletedProcess:
@@ -44,6 +46,35 @@ def digest(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def assert_inputs_are_dvc_versions(project: Path, kids: dict) -> None:
+    """Each stage run lists what it read as MLflow dataset inputs, with the hash DVC locked for it as digest."""
+    import yaml
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    locked = {o["path"]: o["md5"] for s in lock.values() for o in s.get("outs", [])}
+    for stage in ("split", "train_tiger", "evaluate_s2gr"):
+        inputs = {d.dataset.name: d for d in kids[stage].inputs.dataset_inputs}
+        deps = {d["path"] for d in lock[stage]["deps"]} & set(locked)  # data deps: another stage's outputs
+        assert deps and set(inputs) == deps, (stage, sorted(inputs), sorted(deps))
+        for name, d in inputs.items():
+            assert d.dataset.digest == locked[name], (stage, name)
+            assert d.tags[0].key == "mlflow.data.context" and d.tags[0].value
+    assert locked["data/sids"].endswith(".dir")  # a folder's digest is DVC's listing hash
+
+
+def assert_the_mlflow_ui_shows_the_runs(project: Path, pipeline_run: str) -> None:
+    """The MLflow UI, rendered by headless Chromium (installed by this setup where missing), shows the pipeline
+    run on the experiment's runs page and every model's test metrics on the run's page; screenshots in reports/."""
+    sys.path.insert(0, str(REPO / "infra"))
+    import ui_check
+
+    apt_install("chromium", lambda: any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")))
+    res = ui_check.check(f"sqlite:///{project / 'mlflow.db'}", project / "reports")
+    assert res.run_names == [pipeline_run], res
+    assert sorted(res.metrics_shown) == [f"evaluate_{m}/test.{k}_at_10" for m in EVALUATED for k in ("ndcg", "recall")]
+    assert all(p.stat().st_size > 10_000 for p in res.screenshots)  # a rendered page, not an empty one
+
+
 def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None:
     # 1. The Prefect flow (ephemeral server) runs every stage via DVC, two independent ones at a time.
     flow = run([sys.executable, "-m", "flows.pipeline", "--jobs", "2"], project)
@@ -64,7 +95,11 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     assert parent.data.metrics["split/interactions"] == 84
     artifacts = (project / "mlartifacts").rglob("validation.md")
     assert any("PASSED" in p.read_text() for p in artifacts)
+    pages = list((project / "mlartifacts").rglob("validation.html"))
+    assert pages and "PASSED" in pages[0].read_text()
+    assert_inputs_are_dvc_versions(project, kids)
     assert_registered(project)
+    assert_the_mlflow_ui_shows_the_runs(project, parent.info.run_name)
 
     # 2. An immediate dvc repro has nothing to do and logs nothing.
     lock = (project / "dvc.lock").read_text()

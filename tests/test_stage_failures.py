@@ -118,8 +118,13 @@ def test_bad_input_fails_clearly_and_keeps_last_good_outputs(
     assert snapshot(root, protected) == before
     if failing_stage == "validate":
         failed_md = root / "reports" / "validation_failed.md"
+        failed_html = root / "reports" / "validation_failed.html"
         assert "FAILED" in failed_md.read_text()
-        assert isinstance(caught.value, StageFailed) and failed_md in caught.value.artifacts
+        page = failed_html.read_text()
+        assert '<span class="badge fail">FAILED</span></h1>' in page and '<tr class="fail">' in page
+        assert "<script" not in page and "http" not in page  # self-contained: opens offline
+        assert isinstance(caught.value, StageFailed) and {failed_md, failed_html} <= set(caught.value.artifacts)
+        assert "PASSED" in (root / "reports" / "validation.html").read_text()  # the last good page stays
 
 
 def test_empty_titles_warn_but_pass(params: Params, tmp_path: Path) -> None:
@@ -131,6 +136,15 @@ def test_empty_titles_warn_but_pass(params: Params, tmp_path: Path) -> None:
     report = (root / "reports" / "validation.md").read_text()
     assert "PASSED" in report and "1 warnings" in report
     assert "items.title: items should have a title -- 1 of 6 rows fail" in report
+    page = (root / "reports" / "validation.html").read_text()
+    assert '<span class="badge ok">PASSED</span>' in page and "<h2>Warnings</h2>" in page
+    assert '<tr class="warn"><td><code>expect_column_values_to_not_be_null</code></td><td>title</td>' in page
+    assert "1 of 6" in page
+    # the page depends on the data only: validating the same tables again gives the same bytes
+    from s2gr_core.stages import get_stage
+
+    get_stage("validate").run(beauty, root)
+    assert (root / "reports" / "validation.html").read_text() == page
 
 
 def test_empty_text_policy_fail(params: Params, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ PostgreSQL comes from Debian's package: the setup installs it when it is missing
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from s2gr_core.stages import STAGES
-from tests.conftest import BIN, REPO, project_env
+from tests.conftest import BIN, REPO, apt_install, project_env
 
 pytestmark = pytest.mark.team
 TEAM = REPO / "infra" / "team.sh"
@@ -31,14 +30,9 @@ def free_port() -> int:
 
 def ensure_postgresql() -> None:
     """Debian's PostgreSQL server, installed by this setup where it is missing."""
-    found = any(Path(d, "initdb").is_file() for d in Path("/usr/lib/postgresql").glob("*/bin"))
-    if found:
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("PostgreSQL is missing and cannot be installed here (needs root and apt-get): install postgresql")
-    apt = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=apt, check=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], env=apt, check=True, timeout=900)
+    apt_install(
+        "postgresql", lambda: any(Path(d, "initdb").is_file() for d in Path("/usr/lib/postgresql").glob("*/bin"))
+    )
 
 
 @pytest.fixture(scope="module")

@@ -124,7 +124,7 @@ class DistributedConfig:
         "machine. Above 1, `s2gr stage` relaunches itself under torchrun (gloo on CPUs, NCCL with one GPU per "
         "process). Each model's batch_size stays the global batch, split between the processes, so results do "
         "not depend on it (within float rounding) and lr needs no change. Several machines: launch torchrun "
-        "yourself (README, 'At scale')."
+        "yourself (docs/scale.md)."
     )
 
     def __post_init__(self) -> None:

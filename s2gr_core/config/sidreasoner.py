@@ -29,7 +29,7 @@ class LMConfig:
     base_model: str = _help(
         "A local Hugging Face causal-LM directory (e.g. Qwen3-0.6B weights), relative to the project root; "
         "empty = a small Qwen3-architecture model built from the sizes below, with a byte-level BPE "
-        "tokenizer trained on the dataset's item texts (no language knowledge: see the README)."
+        "tokenizer trained on the dataset's item texts (no language knowledge: see docs/models.md)."
     )
     vocab_size: int = _help("Text vocabulary of the trained BPE tokenizer (SID and chat tokens come on top).")
     hidden: int = _help("Hidden size of the built model.")

@@ -167,10 +167,11 @@ STAGES: tuple[Stage, ...] = (
             "items": ITEMS,
             "report": VALIDATION_REPORT,
             "summary": "reports/validation.md",
+            "html": "reports/validation.html",
         },
         params=("validate",),
         metrics={"metrics": "metrics/validation.json"},
-        code=("s2gr_core/validation.py", IO),
+        code=("s2gr_core/validation.py", "s2gr_core/data_docs.py", IO),
     ),
     Stage(
         name="split",

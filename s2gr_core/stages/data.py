@@ -13,6 +13,7 @@ from s2gr_core.config import Params, data_source_dir
 from s2gr_core.data import get_dataset
 from s2gr_core.data.fetch import fetch, read_manifest
 from s2gr_core.data.tables import INTERACTIONS_SCHEMA, ITEMS_SCHEMA
+from s2gr_core.data_docs import render_html
 from s2gr_core.io import atomic_path, write_json, write_parquet, write_text
 from s2gr_core.split import EVAL_SCHEMA, TRAIN_SCHEMA, leave_one_out, split_stats
 from s2gr_core.stages.base import StageFailed, StageResult
@@ -59,6 +60,7 @@ def validate_stage(
     items: Path,
     report: Path,
     summary: Path,
+    html: Path,
     metrics: Path,
 ) -> StageResult:
     """Great Expectations gate on the staged tables; only tables that pass are published.
@@ -66,8 +68,9 @@ def validate_stage(
     On success the staged tables become ``interactions`` / ``items`` (what every later stage
     reads). On failure: exit non-zero and keep the last good processed tables and reports, so
     a rejected drop changes nothing downstream and ``dvc status`` shows the gate as the stage
-    to re-run. The failing report goes to ``validation_failed.{json,md}`` beside ``report``
-    (and to MLflow), never over the last passing one.
+    to re-run. ``html`` is the same report as a page (``s2gr_core.data_docs``). The failing
+    report goes to ``validation_failed.{json,md,html}`` beside ``report`` (and to MLflow), never
+    over the last passing one.
     """
     spec = get_dataset(params.data.name)
     rep = validate_tables(
@@ -79,27 +82,30 @@ def validate_stage(
     )
     failed_json = report.with_name("validation_failed.json")
     failed_md = report.with_name("validation_failed.md")
+    failed_html = html.with_name("validation_failed.html")
     if not rep.success:
         write_json(rep.to_dict(), failed_json)
         write_text(rep.to_markdown(), failed_md)
+        write_text(render_html(rep), failed_html)
         lines = "\n".join(f"  - {m}" for m in rep.messages(rep.failures))
         raise StageFailed(
             f"data validation failed for {spec.name}: {len(rep.failures)} expectation(s) failed:\n{lines}\n"
             f"Full report: {failed_md}. Downstream stages were not run; their last good outputs are kept.",
-            artifacts=[failed_json, failed_md],
+            artifacts=[failed_json, failed_md, failed_html],
         )
     for staged, published in ((staged_items, items), (staged_interactions, interactions)):
         with atomic_path(published) as tmp:
             shutil.copyfile(staged, tmp)
-    failed_json.unlink(missing_ok=True)
-    failed_md.unlink(missing_ok=True)
+    for stale in (failed_json, failed_md, failed_html):
+        stale.unlink(missing_ok=True)
     write_json(rep.to_dict(), report)
     write_text(rep.to_markdown(), summary)
+    write_text(render_html(rep), html)
     write_json(rep.metrics(), metrics)
     warn = "".join(f"\n  warning: {m}" for m in rep.messages(rep.warnings))
     return StageResult(
         metrics=rep.metrics(),
-        artifacts=[report, summary],
+        artifacts=[report, summary, html],
         summary=f"{len(rep.checks)} expectations passed, {len(rep.warnings)} warning(s){warn}",
     )
 

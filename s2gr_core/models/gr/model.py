@@ -136,7 +136,7 @@ class SeqToSID(nn.Module):
 
         CPU training attends through batched matmuls (:func:`attention_dropped`), which copy a permuted
         view on every read, and S2GR's teacher forcing reads them in 4 passes (TIGER's in 1). Laid out
-        once (and with zero-weight losses skipped) S2GR's fp32 CPU training ran 1.26x faster (README).
+        once (and with zero-weight losses skipped) S2GR's fp32 CPU training ran 1.26x faster (docs/benchmarks.md).
         Decoding's SDPA reads the views as they are."""
         kv = [layer.cross_attn.project_kv(memory) for layer in layers]
         return [(k.contiguous(), v.contiguous()) for k, v in kv] if self.training else kv
