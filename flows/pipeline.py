@@ -36,6 +36,7 @@ from tasks.dvc import core_limit, run_dvc_stage, stage_dag  # noqa: E402
 
 FETCH_STAGE = "fetch"
 PROMOTION = "reports/promotion.md"
+MODEL_TABLE = "reports/models.md"
 
 
 # run_stages submits at most `jobs` stage tasks at a time, and the core limit (not the thread count)
@@ -101,8 +102,8 @@ def s2gr_pipeline(
         end_run(root, parent, ok)
         create_markdown_artifact(
             key="s2gr-pipeline-summary",
-            markdown=summary(params.data.name, parent, jobs, outcome, root / PROMOTION if ok else None),
-            description="Which DVC stages ran, were skipped or failed, and which model serves",
+            markdown=summary(params.data.name, parent, jobs, outcome, root if ok else None),
+            description="Which DVC stages ran, were skipped or failed, every model's test metrics, which model serves",
         )
     ran = [stage for stage, r in outcome.items() if r["status"] == "ran"]
     logger.info("stages run: %s", ", ".join(ran) or "none (everything up to date)")
@@ -161,25 +162,26 @@ def ancestors(dag: dict[str, list[str]], stage: str) -> set[str]:
     return nx.ancestors(dag_graph(dag), stage)
 
 
-def summary(dataset: str, parent: str, jobs: int, outcome: dict[str, dict], promotion: Path | None) -> str:
-    """The flow run's markdown artifact: each stage's status and seconds, then the promotion gate's decision
-    (this run's, or the last one's when ``promote`` was up to date; None when the run failed)."""
-    return "\n".join(
-        [
-            f"## s2gr pipeline on {dataset}",
-            f"MLflow parent run `{parent}`; up to {jobs} stage(s) at a time",
-            "",
-            "| stage | status | seconds |",
-            "|---|---|---|",
-            *[f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in outcome.values()],
-            "",
-            "No promotion decision: the run failed."
-            if promotion is None
-            else promotion.read_text()
-            if promotion.is_file()
-            else "No promotion decision yet: the promote stage has never run.",
-        ]
-    )
+def summary(dataset: str, parent: str, jobs: int, outcome: dict[str, dict], root: Path | None) -> str:
+    """The flow run's markdown artifact: each stage's status and seconds, then the model table and the
+    promotion gate's decision from ``root``'s reports (this run's, or the last ones when their stages were up
+    to date; None when the run failed)."""
+    lines = [
+        f"## s2gr pipeline on {dataset}",
+        f"MLflow parent run `{parent}`; up to {jobs} stage(s) at a time",
+        "",
+        "| stage | status | seconds |",
+        "|---|---|---|",
+        *[f"| {r['stage']} | {r['status']} | {r['seconds']} |" for r in outcome.values()],
+        "",
+    ]
+    if root is None:
+        return "\n".join([*lines, "No model table or promotion decision: the run failed."])
+    for rel, missing in ((MODEL_TABLE, "No model table yet"), (PROMOTION, "No promotion decision yet")):
+        path = root / rel
+        text = path.read_text() if path.is_file() else f"{missing}: {rel} does not exist."
+        lines += [text.rstrip(), ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

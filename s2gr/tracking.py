@@ -180,6 +180,13 @@ def find_or_create_parent(mlf: Any, root: Path, experiment: str, dataset: str) -
     return Parent(start_pipeline_run(root, experiment, dataset, trigger="s2gr stage"), owned=True)
 
 
+def tree_files(path: Path) -> list[Path]:
+    """``path`` itself for a file; a folder's files, sorted by their path inside it (DVC's order)."""
+    if path.is_file():
+        return [path]
+    return sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
+
+
 def dvc_digest(path: Path) -> str:
     """The hash DVC 3 records for ``path`` in dvc.lock: the md5 of a file's bytes; for a folder, the md5 of
     its listing (``[{"md5": …, "relpath": …}]`` sorted by path, as JSON) followed by ``.dir``."""
@@ -187,8 +194,7 @@ def dvc_digest(path: Path) -> str:
 
     if path.is_file():
         return md5_file(path)
-    files = sorted((p for p in path.rglob("*") if p.is_file()), key=lambda p: p.relative_to(path).as_posix())
-    listing = [{"md5": md5_file(p), "relpath": p.relative_to(path).as_posix()} for p in files]
+    listing = [{"md5": md5_file(p), "relpath": p.relative_to(path).as_posix()} for p in tree_files(path)]
     return hashlib.md5(json.dumps(listing, sort_keys=True).encode(), usedforsecurity=False).hexdigest() + ".dir"
 
 
@@ -287,8 +293,7 @@ class StageRun:
             if not path.exists():
                 continue
             rel = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
-            files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-            size = sum(p.stat().st_size for p in files)
+            size = sum(p.stat().st_size for p in tree_files(path))
             dataset = Dataset(
                 name=rel,
                 digest=dvc_digest(path),

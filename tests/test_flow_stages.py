@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from prefect import flow, task
 
-from flows.pipeline import ancestors, run_stages
+from flows.pipeline import MODEL_TABLE, PROMOTION, ancestors, run_stages, summary
 
 # b needs a; d needs b and c; e needs d; x needs nothing
 DAG = {"a": [], "b": ["a"], "c": [], "d": ["b", "c"], "e": ["d"], "x": []}
@@ -70,3 +71,14 @@ def test_what_needs_a_failed_stage_never_starts_and_the_rest_goes_on() -> None:
 def test_ancestors_are_everything_a_stage_needs() -> None:
     assert ancestors(DAG, "e") == {"a", "b", "c", "d"}
     assert ancestors(DAG, "a") == set()
+
+
+def test_the_flow_runs_summary_has_the_stages_the_model_table_and_the_promotion(tmp_path: Path) -> None:
+    outcome = {"split": {"stage": "split", "status": "ran", "seconds": 1.5}}
+    (tmp_path / "reports").mkdir()
+    (tmp_path / MODEL_TABLE).write_text("# Test metrics on ml-100k\n\n| model | N@10 |\n|---|---|\n| s2gr | 0.0405 |\n")
+    text = summary("ml-100k", "abc", 2, outcome, tmp_path)
+    assert "| split | ran | 1.5 |" in text and "| s2gr | 0.0405 |" in text
+    assert f"No promotion decision yet: {PROMOTION} does not exist." in text
+    failed = summary("ml-100k", "abc", 2, outcome, None)
+    assert "the run failed" in failed and "0.0405" not in failed
