@@ -59,7 +59,7 @@ def cmd_stages(_: argparse.Namespace) -> int:
 
 
 def cmd_params(_: argparse.Namespace) -> int:
-    from s2gr_core.config import ConfigError, describe, load_params
+    from s2gr_core.config import GR_MODES, SHARED, ConfigError, describe, load_params
     from s2gr_core.stages.lineage import param_value
 
     root = env.find_root()
@@ -69,7 +69,14 @@ def cmd_params(_: argparse.Namespace) -> int:
         print(f"s2gr: error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
     for key, help_text in describe():
-        print(f"{key} = {param_value(params, key)!r}")
+        section, _, name = key.partition(".")
+        if section == SHARED:  # what each model uses: the shared value, or each model's own
+            used = {mode: getattr(getattr(params, mode), name) for mode in GR_MODES}
+            same = len({repr(v) for v in used.values()}) == 1
+            value = repr(used[GR_MODES[0]]) if same else ", ".join(f"{m}: {v!r}" for m, v in used.items())
+            print(f"{key} = {value}")
+        else:
+            print(f"{key} = {param_value(params, key)!r}")
         print(textwrap.indent(textwrap.fill(help_text, 90), "    "))
     return 0
 

@@ -57,8 +57,7 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 TINY = {
     "codebook": {"codebook_size": 8, "epochs": 15, "batch_size": 16},
     "sids": {"clusters": 3},
-    "tiger": {"max_epochs": 2, "warmup_steps": 2},
-    "s2gr": {"max_epochs": 2, "warmup_steps": 2},
+    "gr": {"max_epochs": 2, "warmup_steps": 2},  # TIGER and S2GR
     "sidreasoner": {
         "model": {"vocab_size": 400, "hidden": 32, "layers": 1, "heads": 2, "kv_heads": 1, "head_dim": 16, "ffn": 64},
         "corpus": {"max_per_task": 40, "max_reasoning": 40},

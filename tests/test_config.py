@@ -63,3 +63,43 @@ def test_file_errors(tmp_path: Path) -> None:
     bad.write_text("data: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_gr_is_shared_by_tiger_and_s2gr_and_each_may_override_it() -> None:
+    raw = repo_params(gr={"lr": 0.005, "d_model": 32}, s2gr={"lr": 0.001})
+    params = params_from_dict(raw)
+    assert (params.tiger.lr, params.s2gr.lr) == (0.005, 0.001)  # S2GR's own key wins
+    assert params.tiger.d_model == params.s2gr.d_model == 32
+    assert (params.tiger.rec_reduction, params.s2gr.rec_reduction) == ("mean", "sum")
+    assert params.tiger.seed == params.s2gr.seed == 42  # seeds stay per model
+    # full sections without gr: (an older params.yaml, the bench's own files) still load to the same models
+    full = {k: v for k, v in raw.items() if k != "gr"}
+    full["tiger"], full["s2gr"] = {**raw["gr"], **raw["tiger"]}, {**raw["gr"], **raw["s2gr"]}
+    assert params_from_dict(full).tiger == params.tiger and params_from_dict(full).s2gr == params.s2gr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gr": {"seed": 1}}, r"unknown parameter\(s\): gr.seed \(gr holds what tiger and s2gr share"),
+        ({"gr": {"align_weight": 0.3}}, r"unknown parameter\(s\): gr.align_weight"),
+        ({"gr": {"lr": "fast"}}, r"tiger.lr: expected a number"),
+        ({"gr": {"beam": 5}}, r"tiger.beam: 5 is below inference.top_k"),
+    ],
+)
+def test_bad_shared_values_are_named(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict(repo_params(**overrides))
+
+
+def test_a_shared_section_that_is_not_a_mapping_is_named() -> None:
+    raw = repo_params()
+    raw["gr"] = [1, 2]
+    with pytest.raises(ConfigError, match="gr: expected a mapping, got list"):
+        params_from_dict(raw)
+
+
+def test_params_lists_each_shared_key_once() -> None:
+    keys = [k for k, _ in describe()]
+    assert "gr.lr" in keys and "tiger.lr" not in keys and "s2gr.lr" not in keys
+    assert {"tiger.seed", "s2gr.seed", "s2gr.align_weight"} <= set(keys)

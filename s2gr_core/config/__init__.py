@@ -204,8 +204,14 @@ class Params:
     cooccur: CooccurConfig = _help("Co-occurrence graph and personalised-PageRank smoothing.")
     codebook: CodebookConfig = _help("Tokenizer: CoBa RQ-VAE or RQ-KMeans.")
     sids: SidsConfig = _help("Semantic IDs, decoding tables and reasoning cluster targets.")
-    tiger: GRConfig = _help("TIGER: generative retrieval of SIDs, codes only.")
-    s2gr: S2GRConfig = _help("S2GR: TIGER plus a latent thinking vector before each code.")
+    gr: dict[str, Any] = _help(
+        "What TIGER and S2GR share: any tiger key but seed (sizes, optimiser, schedule, speed switches). A key "
+        "here applies to both models unless tiger: or s2gr: sets it, so `dvc exp run -S gr.lr=0.001` changes both."
+    )
+    tiger: GRConfig = _help("TIGER: generative retrieval of SIDs, codes only. Its keys override gr: for TIGER.")
+    s2gr: S2GRConfig = _help(
+        "S2GR: TIGER plus a latent thinking vector before each code. Its keys override gr: for S2GR."
+    )
     sidreasoner: SIDReasonerConfig = _help("SIDReasoner: a causal LM that reasons over SID tokens (SFT stages).")
     registry: RegistryConfig = _help("MLflow model registry: which models are registered, and the promotion gate.")
     serve: ServeConfig = _help("The served model (`s2gr serve`) and its request limits.")
@@ -289,9 +295,41 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         raise
 
 
+SHARED, GR_MODES = "gr", ("tiger", "s2gr")
+
+
+def shared_keys() -> list[str]:
+    """The keys ``gr:`` may hold: every GRConfig field but the seed (each model keeps its own)."""
+    return [f.name for f in dataclasses.fields(GRConfig) if f.name != "seed"]
+
+
+def with_shared(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with ``tiger:`` and ``s2gr:`` each laid over ``gr:`` (a model's own key wins).
+
+    Example: ``{"gr": {"lr": 0.002, "d_model": 64}, "tiger": {"seed": 42}, "s2gr": {"seed": 42, "lr": 0.001}}``
+    gives TIGER lr 0.002 and S2GR lr 0.001, both d_model 64. A file without ``gr:`` (full sections) is unchanged.
+    """
+    shared = raw.get(SHARED) or {}
+    if not isinstance(shared, dict):
+        raise ConfigError(f"{SHARED}: expected a mapping, got {type(shared).__name__}")
+    unknown = sorted(set(shared) - set(shared_keys()))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s): {', '.join(f'{SHARED}.{k}' for k in unknown)} ({SHARED} holds what tiger and "
+            f"s2gr share: {', '.join(shared_keys())}; model-specific keys and seeds go under tiger: or s2gr:)"
+        )
+    out = {**raw, SHARED: shared}
+    for mode in GR_MODES:
+        own = raw.get(mode) or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"{mode}: expected a mapping, got {type(own).__name__}")
+        out[mode] = {**shared, **own}
+    return out
+
+
 def params_from_dict(raw: dict[str, Any]) -> Params:
-    """Validate a parsed ``params.yaml`` mapping into :class:`Params`."""
-    return _build(Params, raw, "")
+    """Validate a parsed ``params.yaml`` mapping into :class:`Params` (``gr:`` laid under tiger and s2gr)."""
+    return _build(Params, with_shared(raw), "")
 
 
 def load_params(path: str | Path) -> Params:
@@ -322,10 +360,17 @@ def describe(cls: type = Params, prefix: str = "") -> list[tuple[str, str]]:
     """(dotted key, help text) for every parameter: used by ``s2gr params``."""
     rows: list[tuple[str, str]] = []
     hints = typing.get_type_hints(cls)
+    shared = set(shared_keys())
     for f in dataclasses.fields(cls):
         key = f"{prefix}.{f.name}" if prefix else f.name
-        if dataclasses.is_dataclass(hints[f.name]):
-            rows.extend(describe(hints[f.name], key))
+        if cls is Params and f.name == SHARED:  # each shared key once, under gr
+            gr = {g.name: g for g in dataclasses.fields(GRConfig)}
+            rows.extend((f"{SHARED}.{k}", gr[k].metadata.get("help", "")) for k in shared_keys())
+        elif dataclasses.is_dataclass(hints[f.name]):
+            sub = describe(hints[f.name], key)
+            if cls is Params and f.name in GR_MODES:
+                sub = [(k, h) for k, h in sub if k.rpartition(".")[2] not in shared]
+            rows.extend(sub)
         else:
             rows.append((key, f.metadata.get("help", "")))
     return rows

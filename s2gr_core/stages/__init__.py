@@ -51,7 +51,7 @@ def train_generative_for(mode: str) -> Stage:
         deps={"train": TRAIN, "valid": VALID, "test": TEST, "items": ITEMS, "sids": SIDS},
         outs={"model_dir": f"models/{mode}", "predictions": f"predictions/{mode}"},
         scratch={"resume_dir": f"{CHECKPOINTS}/{mode}"},
-        params=(mode, "inference", "evaluate.ks", "split.max_history", "distributed"),
+        params=("gr", mode, "inference", "evaluate.ks", "split.max_history", "distributed"),
         metrics={"metrics": f"metrics/train_{mode}.json"},
         distributed=True,
         code=(
@@ -121,8 +121,12 @@ PROMOTE = Stage(
         "inference",
         "evaluate.ks",
         "split.max_history",
-        *(f"{m}.length_buckets" for m in REGISTERED_MODELS),
-        *(f"{m}.beam" for m in GENERATIVE_MODELS),
+        "sasrec.length_buckets",
+        # what the bundles' decoding reads: the shared gr keys, and each generative model's own section
+        # (which may override them)
+        "gr.length_buckets",
+        "gr.beam",
+        *GENERATIVE_MODELS,
     ),
     code=(
         "s2gr/promote.py",
