@@ -120,8 +120,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
     run = None
     if track:
         from s2gr.tracking import StageRun, check_tracking, tracking_uri
+        from s2gr_core.stages.lineage import param_value
 
-        logged = {key: _param_value(params, key) for key in stage.params}
+        logged = {key: param_value(params, key) for key in stage.params}
         try:
             check_tracking(root)
             run = StageRun(root, stage.name, logged, params.tracking.experiment, params.data.name)
@@ -441,17 +442,6 @@ def cmd_data_drop(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"emitted {DATA_DROP_EVENT} for {dataset} (event {event.id}) to {os.environ['PREFECT_API_URL']}")
     return 0
-
-
-def _param_value(params: object, dotted: str) -> object:
-    value = params
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    if hasattr(value, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(value)
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

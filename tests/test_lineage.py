@@ -29,6 +29,8 @@ def test_param_value_reads_sections_and_dotted_keys() -> None:
     params = params_from_dict(repo_params())
     assert param_value(params, "split.max_history") == params.split.max_history
     assert param_value(params, "split") == {"max_history": params.split.max_history}
+    assert param_value(params, "gr.length_buckets") == params.gr["length_buckets"]  # a dict section's key
+    assert param_value(params, "gr")["lr"] == params.tiger.lr
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,9 @@ def test_param_value_reads_sections_and_dotted_keys() -> None:
         ("sasrec", "inference", "exclude_history", True, False),
         ("tiger", "codebook", "epochs", 3, False),  # upstream through the SIDs
         ("tiger", "tiger", "seed", 7, True),
+        ("tiger", "gr", "lr", 0.5, False),  # shared: both generative models' configurations change
+        ("s2gr", "gr", "lr", 0.5, False),
+        ("tiger", "s2gr", "lr", 0.5, True),  # S2GR's own override leaves TIGER alone
         ("tiger", "sasrec", "seed", 7, True),
     ],
 )

@@ -48,8 +48,8 @@ def upstream_params(stages: Iterable[Stage], name: str) -> tuple[str, ...]:
 def param_value(params: Params, key: str) -> Any:
     """The value of a section (as a dict) or of a dotted key, e.g. ``"split.max_history"`` -> 20."""
     value: Any = params
-    for part in key.split("."):
-        value = getattr(value, part)
+    for part in key.split("."):  # a dict section (gr) holds its keys as items
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
