@@ -4,7 +4,7 @@
     python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml --only base sum  # a subset
     python bench/sweep.py bench/sweeps/s2gr-ml-100k.yaml --table-only     # tabulate what has run
 
-Each variant becomes ``dvc exp run --queue -n <sweep>-<variant> -S key=value … <stage>``, with the
+Each variant becomes ``dvc exp run --queue -n <sweep>-<variant> -S ++key=value … <stage>``, with the
 sweep's ``common`` overrides first; the queue runs ``jobs`` workers (give each job its share of the
 cores through ``common``, e.g. ``s2gr.threads: 1`` with 2 jobs on 2 cores). Only the
 sweep's stage and what it needs re-run, so the test split is never evaluated for the choice. The
@@ -59,7 +59,8 @@ def queue_commands(sweep: str, spec: dict, only: list[str] | None) -> list[list[
         if only and name not in only:
             continue
         merged = {**(spec.get("common") or {}), **(overrides or {})}
-        sets = [arg for key, value in merged.items() for arg in ("-S", f"{key}={set_value(value)}")]
+        # `++` sets a key or adds it: a model section may override a gr: key it does not hold yet
+        sets = [arg for key, value in merged.items() for arg in ("-S", f"++{key}={set_value(value)}")]
         commands.append([*DVC, "exp", "run", "--queue", "-n", f"{sweep}-{name}", *sets, spec["stage"]])
     return commands
 

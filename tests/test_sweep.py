@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from sweep import COLUMNS, experiments, markdown, queue_commands, set_value
 
+from s2gr_core.config import GR_MODES, shared_keys
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -29,7 +31,7 @@ def test_each_variant_is_one_queued_experiment_with_the_common_overrides_first()
     }
     commands = queue_commands("demo", spec, None)
     assert [c[3:] for c in commands] == [
-        ["exp", "run", "--queue", "-n", "demo-base", "-S", "s2gr.threads=1", "train_s2gr"],
+        ["exp", "run", "--queue", "-n", "demo-base", "-S", "++s2gr.threads=1", "train_s2gr"],
         [
             "exp",
             "run",
@@ -37,9 +39,9 @@ def test_each_variant_is_one_queued_experiment_with_the_common_overrides_first()
             "-n",
             "demo-sum",
             "-S",
-            "s2gr.threads=2",
+            "++s2gr.threads=2",
             "-S",
-            "s2gr.rec_reduction=sum",
+            "++s2gr.rec_reduction=sum",
             "train_s2gr",
         ],
     ]
@@ -56,7 +58,23 @@ def test_the_repository_sweeps_name_real_parameters() -> None:
         for overrides in [spec.get("common") or {}, *(v or {} for v in spec["variants"].values())]:
             for key in overrides:
                 section, name = key.split(".")
-                assert name in params[section], f"{path.name}: {key}"
+                # tiger:/s2gr: may also override any shared gr: key (the loader lays them over gr)
+                known = set(params[section]) | (set(shared_keys()) if section in GR_MODES else set())
+                assert name in known, f"{path.name}: {key}"
+
+
+def test_a_set_written_with_plus_plus_adds_a_model_override_the_way_dvc_applies_it(tmp_path: Path) -> None:
+    """`dvc exp run -S` goes through DVC's Hydra overrides: a plain key=value must already exist in the file."""
+    from dvc.utils.hydra import apply_overrides
+
+    from s2gr_core.config import load_params
+
+    file = tmp_path / "params.yaml"
+    file.write_text((REPO / "params.yaml").read_text())
+    apply_overrides(file, ["++s2gr.threads=1", "++gr.lr=0.003"])
+    params = load_params(file)
+    assert (params.s2gr.threads, params.tiger.threads) == (1, 0)
+    assert params.tiger.lr == params.s2gr.lr == 0.003
 
 
 def test_only_finished_experiments_report_their_own_metrics() -> None:
