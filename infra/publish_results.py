@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
+
+from s2gr.tracking import git_info
+from s2gr_core.cores import available_cores
+from s2gr_core.io import write_json, write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = [("R@5", "recall_at_5"), ("R@10", "recall_at_10"), ("N@5", "ndcg_at_5"), ("N@10", "ndcg_at_10")]
@@ -88,12 +89,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{len(os.sched_getaffinity(0))}-core {model}"
-
-
-def git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    return f"{available_cores()}-core {model}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": dataset,
         "source": {
             "command": args.command,
-            "commit": args.commit or git_commit(),
+            "commit": args.commit or git_info(ROOT)["git_commit"][:7],
             "date": args.date or dt.date.today().isoformat(),
             "machine": args.machine or machine(),
             "wall": args.wall,
@@ -125,12 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     out = ROOT / "docs/results" / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    text = replace_block(args.readme.read_text(), name, render(record), where=str(args.readme))
-    tmp.replace(out)
-    args.readme.write_text(text)
+    text = replace_block(args.readme.read_text(), name, render(record), where=str(args.readme))  # checked first
+    write_json(record, out)
+    write_text(text, args.readme)
     print(f"wrote {out.relative_to(ROOT)} and the README block results:{name}")
     return 0
 
