@@ -1,7 +1,8 @@
 """The ``promote`` stage: register every evaluated model, gate it, and choose the served champion.
 
 For each family of ``registry.families``: package the trained model (``s2gr_core.serving.bundle``),
-log it as a pyfunc on this stage's MLflow run, register it as a new version of
+log it as a pyfunc in a run nested in this stage's MLflow run (``promote/<family>``, linked to the
+training run that wrote its weights), register it as a new version of
 ``<prefix>-<dataset>-<family>`` with ``@challenger``, and move ``@champion`` to it if it beats the
 family's champion on ``registry.split`` (``s2gr_core.evaluation.gate``). Then the best of the
 families' champions goes through the same gate against ``<prefix>-<dataset>@champion``, the model
@@ -124,7 +125,8 @@ def promote_stage(
     winners: dict[str, Scored] = {}
     for family in cfg.families:
         name, per_user = family_model(params, family), models[f"{family}_eval"]
-        content = md5_file(models[f"{family}_model"] / "best.pt") + md5_file(per_user)
+        weights = md5_file(models[f"{family}_model"] / "best.pt")
+        content = weights + md5_file(per_user)
         champion = registry.champion(name)
         if champion is not None and not champion.note and champion.version.tags.get(TAG_CONTENT) == content:
             why = f"unchanged: {label(champion)} has these weights and results"
@@ -133,10 +135,13 @@ def promote_stage(
             continue
         with tempfile.TemporaryDirectory() as tmp:
             bundle_for(params, family, Path(tmp) / "bundle", models[f"{family}_model"], items, interactions, sids)
-            uri, results = registry.log(Path(tmp) / "bundle", family, per_user)
-        challenger = Scored(registry.register(name, uri, family, results, content=content), read_per_user(per_user))
+            logged = registry.log(Path(tmp) / "bundle", family, per_user, weights)
+        version = registry.register(
+            name, logged.model_uri, family, logged.results_uri, content=content, run_id=logged.run_id
+        )
+        challenger = Scored(version, read_per_user(per_user))
         decision = registry.gate(name, challenger, champion)
-        families[family] = row(name, challenger, champion, decision)
+        families[family] = {**row(name, challenger, champion, decision), "training_run": logged.training_run}
         winners[family] = challenger if decision.promote or champion is None else champion
     serving = serve_choice(registry, params, winners)
     out = {**base, "data_version": registry.data_version, "families": families, "serving": serving}

@@ -12,6 +12,11 @@ Aliases only (model stages are deprecated in MLflow 3). MLflow 3.17 returns empt
 ``search_model_versions`` and a store-dependent error code for a missing alias, so aliases are read
 with ``get_model_version_by_alias`` and any MlflowException there means "no such alias".
 
+Each family's model is logged in a run of its own, nested in the promote run (``promote/<family>``),
+with its means on ``registry.split`` as the logged model's metrics (the MLflow UI's Models tab compares
+them), and it is linked as an output of the training run that wrote its weights (found by the
+``weights_md5`` tag every model stage sets), so a training run lists the model it produced.
+
 The gate needs both models' per-user results on the same users: each version carries its own
 (``evaluation/<family>_per_user.parquet`` on the run that logged it). When the champion was
 evaluated on another data version, it is re-scored on the current split through its own pyfunc.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,7 @@ from s2gr_core.evaluation.compare import read_per_user
 from s2gr_core.evaluation.gate import Decision, decide
 from s2gr_core.evaluation.metrics import per_user_metrics, target_ranks
 from s2gr_core.serving.bundle import BundleConfig
+from s2gr_core.stages.base import WEIGHTS_TAG
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -41,6 +48,16 @@ TAG_DATA, TAG_RUN, TAG_FAMILY = "data_version", "s2gr.run_id", "family"
 TAG_RESULTS, TAG_MODEL, TAG_SOURCE = "per_user_results", "model_uri", "source_version"
 # md5 of best.pt and of the per-user results: the same model with the same results is not registered again
 TAG_CONTENT = "content_md5"
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """A family's model as :meth:`Registry.log` left it."""
+
+    model_uri: str
+    results_uri: str
+    run_id: str  # the promote/<family> run that holds it
+    training_run: str | None  # the run that trained its weights; None when the store has none
 
 
 def family_model(params: Params, family: str) -> str:
@@ -163,14 +180,55 @@ class Registry:
         self.split_file, self.items = split_file, items
         self.mlf = client(root)
 
-    def log(self, bundle: Path, family: str, per_user: Path) -> tuple[str, str]:
-        """Log the pyfunc and its per-user results on the run; returns (model URI, results URI)."""
-        uri = log_recommender(self.root, self.run_id, bundle, family)
-        self.mlf.log_artifact(self.run_id, str(per_user), artifact_path="evaluation")
-        return uri, f"runs:/{self.run_id}/evaluation/{per_user.name}"
+    def log(self, bundle: Path, family: str, per_user: Path, weights_md5: str) -> Logged:
+        """Log ``family``'s pyfunc and per-user results in a ``promote/<family>`` run nested in the promote run,
+        its metrics (means on ``registry.split``) under its model id, and link it to its training run."""
+        from mlflow.entities import LoggedModelOutput, Metric
+
+        promote = self.mlf.get_run(self.run_id)
+        tags = {k: v for k, v in promote.data.tags.items() if not k.startswith("mlflow.")}
+        tags |= {"mlflow.parentRunId": self.run_id, "stage": "promote", "model": family}
+        tags["mlflow.source.name"] = promote.data.tags.get("mlflow.source.name", "s2gr stage promote")
+        run_id = self.mlf.create_run(promote.info.experiment_id, run_name=f"promote/{family}", tags=tags).info.run_id
+        try:
+            uri = log_recommender(self.root, run_id, bundle, family)
+            model_id = uri.removeprefix("models:/")
+            self.mlf.log_artifact(run_id, str(per_user), artifact_path="evaluation")
+            split = self.params.registry.split
+            means = read_per_user(per_user).query("split == @split").drop(columns=["user_id", "split"]).mean()
+            now = int(time.time() * 1000)
+            metrics = [Metric(f"{split}_{k}", float(v), now, 0, model_id=model_id) for k, v in means.items()]
+            self.mlf.log_batch(run_id, metrics=metrics)
+            trainer = self.training_run(promote.info.experiment_id, family, weights_md5)
+            if trainer is not None:
+                self.mlf.log_outputs(trainer, [LoggedModelOutput(model_id, step=0)])
+                self.mlf.set_logged_model_tags(model_id, {"training_run_id": trainer})
+        except BaseException:
+            self.mlf.set_terminated(run_id, status="FAILED")
+            raise
+        self.mlf.set_terminated(run_id)
+        return Logged(uri, f"runs:/{run_id}/evaluation/{per_user.name}", run_id, trainer)
+
+    def training_run(self, experiment_id: str, family: str, weights_md5: str) -> str | None:
+        """The latest finished ``train_<family>`` run that published weights with this md5, or None."""
+        runs = self.mlf.search_runs(
+            [experiment_id],
+            filter_string=f"tags.stage = 'train_{family}' and tags.{WEIGHTS_TAG} = '{weights_md5}' "
+            "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
 
     def register(
-        self, name: str, model_uri: str, family: str, results_uri: str, source: str = "", content: str = ""
+        self,
+        name: str,
+        model_uri: str,
+        family: str,
+        results_uri: str,
+        source: str = "",
+        content: str = "",
+        run_id: str = "",
     ) -> Any:
         """A new version of ``name`` (created if missing), tagged with the run, data version, commit."""
         from mlflow.exceptions import MlflowException
@@ -189,7 +247,8 @@ class Registry:
         }
         # a tracking server checks that a logged model's version names it (a local store does not)
         model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        return self.mlf.create_model_version(name, source=model_uri, run_id=self.run_id, tags=tags, model_id=model_id)
+        run_id = run_id or self.run_id
+        return self.mlf.create_model_version(name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id)
 
     def champion(self, name: str) -> Scored | None:
         version = alias_version(self.mlf, name, CHAMPION)

@@ -188,6 +188,11 @@ def assert_registered(project: Path) -> None:
     served = client.get_model_version_by_alias("s2gr-ml-100k", "champion")
     assert served.tags["source_version"] == promotion["serving"]["served_source"]
     assert served.tags["family"] in promotion["families"]
+    for family, row in promotion["families"].items():  # each training run lists the model it produced
+        trainer = client.get_run(row["training_run"])
+        version = client.get_model_version(f"s2gr-ml-100k-{family}", "1")
+        assert trainer.data.tags["stage"] == f"train_{family}"
+        assert version.source.removeprefix("models:/") in {o.model_id for o in trainer.outputs.model_outputs}
     # the registered S2GR pyfunc gives the test lists the pipeline wrote, from histories of item keys
     import mlflow
     import numpy as np

@@ -147,6 +147,32 @@ def test_a_detached_chain_stops_alignment_at_the_thought() -> None:
         assert reached(g["enc_codes.weight"]) != detach
 
 
+@pytest.mark.parametrize("norm", [False, True])
+@pytest.mark.parametrize("source", ["output", "residual"])
+def test_the_thinking_vector_starts_from_the_state_asked_for(source: str, norm: bool) -> None:
+    model, hist, target, *_ = s2gr_model(thought_source=source, thought_norm=norm)
+    model.eval()
+    memory, mask = model.encode(hist)
+    _, thoughts = model.teacher_forced(memory, mask, target)
+    states = model.decode_states(model.bos.expand(len(hist), 1, -1), 0, model.new_cache(memory, mask))[:, 0]
+    h = states if source == "residual" else model.dec_norm(states)
+    if norm:  # a fresh LayerNorm: unit gain, zero bias
+        h = F.layer_norm(h, h.shape[-1:])
+    torch.testing.assert_close(thoughts[:, 0], h + model.level_pos[0])
+    assert (model.thought_norm is not None) == norm
+    assert not torch.allclose(states, model.dec_norm(states))  # the two sources differ
+
+
+def test_the_thought_norm_learns_from_alignment_and_sits_in_the_trunk() -> None:
+    model, hist, target, centroids, cluster_of_code = s2gr_model(thought_norm=True)
+    g = grads(model, training_loss(model, hist, target, WEIGHTS, centroids, cluster_of_code)["align"])
+    assert reached(g["thought_norm.weight"]) and reached(g["thought_norm.bias"])
+    trunk = clip_groups(model, "per_module")[0]
+    assert any(p is model.thought_norm.weight for p in trunk)
+    no_decay = param_groups(model, 0.01, "weights")[1]["params"]
+    assert any(p is model.thought_norm.weight for p in no_decay)
+
+
 @pytest.mark.parametrize(("position", "dropout"), [(True, True), (False, True), (True, False), (False, False)])
 def test_thinking_inputs_take_position_and_dropout_only_when_asked(position: bool, dropout: bool) -> None:
     model, *_ = s2gr_model(thought_position=position, thought_dropout=dropout, dropout=0.5)
@@ -170,6 +196,9 @@ def test_thinking_inputs_take_position_and_dropout_only_when_asked(position: boo
         {"thought_position": False},
         {"thought_position": False, "thought_dropout": False, "thought_detach": True, "level_pos_init": 1.0},
         {"thought_position": False, "reasoning_first": True},
+        {"thought_source": "residual"},
+        {"thought_source": "residual", "thought_norm": True, "thought_detach": True},
+        {"thought_norm": True, "reasoning_first": True},
     ],
 )
 def test_decoding_still_reproduces_teacher_forcing_under_the_chain_switches(changes: dict) -> None:
@@ -303,6 +332,7 @@ def test_spherical_clusters_agree_with_the_cosine_score() -> None:
         ({"s2gr": {"align_space": "pca"}}, r"s2gr.align_space: must be one of"),
         ({"s2gr": {"interest_target": "dedup"}}, r"s2gr.interest_target: must be one of"),
         ({"s2gr": {"level_pos_init": -1.0}}, r"level_pos_init: must be >= 0"),
+        ({"s2gr": {"thought_source": "hidden"}}, r"s2gr.thought_source: must be one of"),
         ({"tiger": {"clip_norm": -1.0}}, r"clip_norm: must be >= 0"),
         ({"tiger": {"clip_scope": "layer"}}, r"tiger.clip_scope: must be one of"),
         ({"tiger": {"schedule_epochs": -2}}, r"schedule_epochs: must be >= 0"),

@@ -161,6 +161,21 @@ def test_gate_refuses_results_of_different_users() -> None:
         decide(per_user([0.1, 0.2, 0.3]), per_user([0.1, 0.2]), RULE)
 
 
+def assert_logged_in_runs_of_their_own(mlf, root: Path, promotion: dict) -> None:
+    """Each family's model lives in a promote/<family> run nested in the promote run, with its validation
+    means as the logged model's metrics; this store holds no training runs, so none is linked."""
+    for family, row in promotion["families"].items():
+        version = mlf.get_model_version(f"s2gr-ml-100k-{family}", "1")
+        model = mlf.get_logged_model(version.source.removeprefix("models:/"))
+        run = mlf.get_run(model.source_run_id)
+        assert run.info.run_name == f"promote/{family}" and run.info.status == "FINISHED"
+        assert mlf.get_run(run.data.tags["mlflow.parentRunId"]).info.run_name == "promote"
+        results = pd.read_parquet(root / f"reports/eval/{family}_per_user.parquet").query("split == 'valid'")
+        metrics = {m.key: m.value for m in model.metrics}
+        assert metrics["valid_ndcg_at_10"] == pytest.approx(results["ndcg_at_10"].mean())
+        assert row["training_run"] is None
+
+
 def test_promote_stage_first_better_and_worse_against_a_real_sqlite_store(trained, monkeypatch) -> None:
     """Three pipeline runs: every family's first model is promoted; an S2GR whose validation N@10 is higher for
     every user replaces its champion and becomes the served model; the original S2GR back is refused."""
@@ -178,6 +193,7 @@ def test_promote_stage_first_better_and_worse_against_a_real_sqlite_store(traine
     try:
         first = promote(root, params)
         assert all(f["promote"] and f["reason"] == "no champion yet" for f in first["families"].values())
+        assert_logged_in_runs_of_their_own(MlflowClient(tracking_uri=uri), root, first)
         assert first["serving"]["promote"] and first["serving"]["model"] == "s2gr-ml-100k"
 
         better = original.copy()

@@ -98,6 +98,13 @@ class S2GRConfig(GRConfig):
         "Feed back the previous output with stop-gradient (t_l = sg(h) + p_l): no back-propagation through "
         "the chain of dependent decoder passes."
     )
+    thought_source: Literal["output", "residual"] = _help(
+        "The state a thinking vector starts from: the decoder's 'output' (after its final LayerNorm, the vector "
+        "the head scores) or its 'residual' stream before that norm."
+    )
+    thought_norm: bool = _help(
+        "Give the thinking input a LayerNorm of its own: t_l = LN_t(h) + p_l (false: t_l = h + p_l)."
+    )
 
     def __post_init__(self) -> None:
         GRConfig.__post_init__(self)

@@ -18,6 +18,9 @@ from typing import Any, Protocol
 
 from s2gr_core.config import Params
 
+# a model stage's run tag: md5 of the best.pt it published (the promote stage finds a model's training run by it)
+WEIGHTS_TAG = "weights_md5"
+
 
 class StageFailed(RuntimeError):
     """A stage rejected its input. ``artifacts`` are files that explain why (e.g. a report)."""

@@ -12,12 +12,12 @@ import pyarrow.parquet as pq
 
 from s2gr_core.config import Params
 from s2gr_core.evaluation.predictions import write_predictions
-from s2gr_core.io import write_json
+from s2gr_core.io import md5_file, write_json
 from s2gr_core.models.sasrec import train_sasrec
 from s2gr_core.models.sasrec.train import predict
 from s2gr_core.models.training import TIMINGS, TrainOutcome
 from s2gr_core.split import load_eval, load_train
-from s2gr_core.stages.base import Reporter, StageFailed, StageResult
+from s2gr_core.stages.base import WEIGHTS_TAG, Reporter, StageFailed, StageResult
 
 Splits = tuple[tuple[str, np.ndarray, list[np.ndarray]], ...]  # (split, user ids, histories)
 
@@ -106,6 +106,7 @@ def model_result(
             **(outcome.runtime.tags() if outcome.runtime is not None else {}),
             **(tags or {}),
             "resumed_from_epoch": resumed,
+            **({WEIGHTS_TAG: md5_file(model_dir / "best.pt")} if (model_dir / "best.pt").is_file() else {}),
         },
         artifacts=[metrics, model_dir / "history.json"],
         summary=(

@@ -2,7 +2,7 @@
 
 The decoding state starts with one row per user (the root is shared, so the first position,
 and S2GR's first thinking step, run once per user). Each beam then carries its own
-self-attention keys/values and, for S2GR, the last decoder output; the search reorders them
+self-attention keys/values and, for S2GR, the state its next thinking vector starts from; the search reorders them
 by parent beam after every position, so nothing is recomputed. The cross-attention
 keys/values stay one per user, read by all of its beams.
 """
@@ -37,21 +37,22 @@ def reorder_cache(cache: dict[str, Any], parent: torch.Tensor) -> dict[str, Any]
     }
 
 
-DecodeSteps = Callable[[torch.Tensor, int, dict[str, Any]], torch.Tensor]
+DecodeStates = Callable[[torch.Tensor, int, dict[str, Any]], torch.Tensor]
 
 
-def make_step(model: SeqToSID, decode_steps: DecodeSteps | None = None):
+def make_step(model: SeqToSID, decode_states: DecodeStates | None = None):
     """The beam-search step of ``model``: log-probabilities of SID position ``position`` per beam.
 
-    ``decode_steps`` (default ``model.decode_steps``) runs the decoder; a compiled one may be given.
+    ``decode_states`` (default ``model.decode_states``) runs the decoder; a compiled one may be given.
     """
     spec = model.spec
-    run = decode_steps or model.decode_steps
+    run = decode_states or model.decode_states
 
     def advance(x: torch.Tensor, cache: dict[str, Any]) -> torch.Tensor:
-        cache["h"] = run(x[:, None], cache["step"], cache)[:, 0]
+        """One decoder step for x (N, D): its output (N, D); the state fed back stays in the cache."""
+        out, cache["h"] = model.outputs(run(x[:, None], cache["step"], cache)[:, 0])
         cache["step"] += 1
-        return cache["h"]
+        return out
 
     def step(position: int, last: torch.Tensor, cache: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         n = last.shape[0]
@@ -61,9 +62,9 @@ def make_step(model: SeqToSID, decode_steps: DecodeSteps | None = None):
             if spec.reasoning_first:
                 if position == 0:  # all thinking vectors first, chained
                     for level in range(spec.levels):
-                        h = advance(model.thought(h, level), cache)
+                        h = advance(model.thought(cache["h"], level), cache)
             elif position < spec.levels:  # think about level `position`, inside the same beam
-                h = advance(model.thought(h, position), cache)
+                h = advance(model.thought(cache["h"], position), cache)
         # scores add up over positions: fp32 whatever the precision of the model's matmuls
         return F.log_softmax(model.logits(position, h).float(), dim=-1), cache
 
@@ -77,7 +78,7 @@ def recommend(
     tables: DecodingTables,
     beam: int,
     users: torch.Tensor | None = None,
-    decode_steps: DecodeSteps | None = None,
+    decode_states: DecodeStates | None = None,
     pool: BufferPool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """history (B, H', P) -> the ``beam`` best items (B, W) and their log-probabilities, best first.
@@ -90,7 +91,7 @@ def recommend(
     try:
         memory, mask = model.encode(history, users)
         cache = model.new_cache(memory, mask, preallocate=True, pool=pool)
-        step = make_step(model, decode_steps)
+        step = make_step(model, decode_states)
         return beam_search(step, reorder_cache, cache, tables, history.shape[0], beam)
     finally:
         pool.reclaim()  # nothing returned is pooled memory
@@ -104,7 +105,7 @@ class Decoder:
 
     def __init__(self, model: SeqToSID, runtime: Runtime | None = None):
         self.model, self.runtime, self.pool = model, runtime, BufferPool()
-        self.compiled = runtime.step(model.decode_steps, "decoder step") if runtime is not None else None
+        self.compiled = runtime.step(model.decode_states, "decoder step") if runtime is not None else None
 
     def __call__(
         self, history: torch.Tensor, tables: DecodingTables, beam: int, users: torch.Tensor | None = None

@@ -7,7 +7,9 @@ embeddings) with ``merge_codes``; optionally a hashed user token first.
 Decoder, mode ``tiger``: inputs BOS, s1 … s_{P-1}; output p predicts s_{p+1}.
 Mode ``s2gr``: inputs BOS, t1, s1, t2, s2, …, t_L, s_L where t_l = (decoder output at the
 previous step) + p_l, a continuous vector, not a token; the output at t_l predicts s_l, the
-output at s_L predicts the de-duplication code. ``reasoning_first`` instead feeds
+output at s_L predicts the de-duplication code. ``thought_source`` picks the state fed back (the
+normalised output, or the residual stream before the final norm) and ``thought_norm`` gives the
+thinking input a LayerNorm of its own. ``reasoning_first`` instead feeds
 BOS, t1 … t_L, s1 … s_L (the paper's weaker variant).
 
 Shapes: B batch, H history items, P = L + 1 SID positions, D d_model, C codebook latent size.
@@ -46,6 +48,8 @@ class GRSpec:
     thought_position: bool = True  # the step position embedding on thinking inputs too
     thought_dropout: bool = True  # dropout on thinking inputs
     thought_detach: bool = False  # t_l = sg(h) + p_l
+    thought_source: Literal["output", "residual"] = "output"  # the state h that t_l starts from
+    thought_norm: bool = False  # t_l = LN_t(h) + p_l
 
     @property
     def thought_steps(self) -> tuple[int, ...]:
@@ -97,6 +101,7 @@ class SeqToSID(nn.Module):
         self.plain_thoughts = spec.thought_position and spec.thought_dropout  # thoughts treated like codes
         if spec.mode == "s2gr":
             self.level_pos = nn.Parameter(torch.randn(spec.levels, d) * spec.level_pos_init)  # p_l
+            self.thought_norm = nn.LayerNorm(d) if spec.thought_norm else None
             self.align = nn.ModuleList(nn.Linear(d, spec.cluster_dim) for _ in range(spec.levels))
             self.interest = nn.ModuleList(DecoderLayer(spec.dims) for _ in range(max(1, spec.decoder_layers // 2)))
             self.interest_query = nn.Parameter(torch.randn(d) * 0.02)
@@ -151,12 +156,9 @@ class SeqToSID(nn.Module):
         weight = self.head.weight[start : start + self.spec.vocab[position]]
         return h @ weight.T
 
-    def decode_step(self, x: torch.Tensor, step: int, cache: dict[str, Any]) -> torch.Tensor:
-        """One decoder step: x (N, D) input -> output (N, D); see :meth:`decode_steps`."""
-        return self.decode_steps(x[:, None], step, cache)[:, 0]
-
-    def decode_steps(self, x: torch.Tensor, step: int, cache: dict[str, Any]) -> torch.Tensor:
-        """Decoder steps ``step`` … ``step + T - 1`` at once: x (N, T, D) -> outputs (N, T, D).
+    def decode_states(self, x: torch.Tensor, step: int, cache: dict[str, Any]) -> torch.Tensor:
+        """Decoder steps ``step`` … ``step + T - 1`` at once: x (N, T, D) -> residual stream (N, T, D),
+        before the final norm (:meth:`outputs` turns it into outputs and the state fed back).
 
         N is users or users × beams (the memory is per user: beams share it). The new steps
         attend to the cached ones and causally to each other, and are appended to the cache.
@@ -164,7 +166,18 @@ class SeqToSID(nn.Module):
         h = self.step_inputs(x, step)
         for i, layer in enumerate(self.decoder):
             h = layer(h, cache["memory_kv"][i], cache["mask"], past=cache["self_kv"][i])
-        return self.dec_norm(h)
+        return h
+
+    def outputs(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual states (..., D) -> (outputs the head scores, the state a thinking vector starts from).
+
+        The two are one tensor unless ``thought_source`` is 'residual'."""
+        out = self.dec_norm(states)
+        return out, (states if self.spec.thought_source == "residual" else out)
+
+    def chain_steps(self, x: torch.Tensor, step: int, cache: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`decode_states` then :meth:`outputs`: x (N, T, D) -> outputs, fed-back states (N, T, D)."""
+        return self.outputs(self.decode_states(x, step, cache))
 
     def step_inputs(self, x: torch.Tensor, step: int) -> torch.Tensor:
         """Decoder inputs x (N, T, D) of steps ``step`` … as the first layer sees them: plus the step
@@ -177,8 +190,10 @@ class SeqToSID(nn.Module):
         return self.drop(h) if self.spec.thought_dropout else torch.where(think, h, self.drop(h))
 
     def thought(self, h: torch.Tensor, level: int) -> torch.Tensor:
-        """t_l from the previous decoder output h (N, D): h + p_l, h under stop-gradient with thought_detach."""
-        return (h.detach() if self.spec.thought_detach else h) + self.level_pos[level]
+        """t_l from the state h (N, D) fed back from the previous step: h + p_l, or LN_t(h) + p_l with
+        ``thought_norm``; h under stop-gradient with ``thought_detach``."""
+        h = h.detach() if self.spec.thought_detach else h
+        return (self.thought_norm(h) if self.thought_norm is not None else h) + self.level_pos[level]
 
     @property
     def decoder_steps(self) -> int:
@@ -200,7 +215,7 @@ class SeqToSID(nn.Module):
             "memory_kv": self.memory_cache(memory, self.decoder),
             "mask": mask,
             "self_kv": [StepCache(room, pool if preallocate else None) for _ in self.decoder],
-            # the last decoder output (s2gr: the next thinking vector's base)
+            # s2gr: the state the next thinking vector starts from (model.outputs)
             "h": memory.new_zeros(memory.shape[0], self.spec.d_model),
             "step": 0,
         }
@@ -223,25 +238,23 @@ class SeqToSID(nn.Module):
         # one is needed; the steps between two thinking vectors run together on the cache.
         cache = self.new_cache(memory, mask)
         batch = target.shape[0]
-        bos = self.bos.expand(batch, -1)
+        bos = self.bos.expand(batch, 1, -1)
         codes = [self.code_embedding(p, target[:, p]) for p in range(self.spec.levels)]
         thoughts: list[torch.Tensor] = []
+        out, fed = self.chain_steps(bos, 0, cache)
         if self.spec.reasoning_first:  # BOS, t1 … t_L chained; then s1 … s_L in one pass
-            h = self.decode_step(bos, 0, cache)
             for level in range(self.spec.levels):
-                thoughts.append(self.thought(h, level))
-                h = self.decode_step(thoughts[-1], 1 + level, cache)
-            out = self.decode_steps(torch.stack(codes, 1), 1 + self.spec.levels, cache)
-            predictors = [h, *out.unbind(1)]
+                thoughts.append(self.thought(fed[:, -1], level))
+                out, fed = self.chain_steps(thoughts[-1][:, None], 1 + level, cache)
+            coded, _ = self.chain_steps(torch.stack(codes, 1), 1 + self.spec.levels, cache)
+            predictors = [out[:, 0], *coded.unbind(1)]
         else:  # BOS; then (t_l, s_l) pairs: output at t_l predicts s_l, output at s_l seeds t_{l+1}
-            h = self.decode_step(bos, 0, cache)
             predictors = []
             for level in range(self.spec.levels):
-                thoughts.append(self.thought(h, level))
-                out = self.decode_steps(torch.stack([thoughts[-1], codes[level]], 1), 1 + 2 * level, cache)
+                thoughts.append(self.thought(fed[:, -1], level))
+                out, fed = self.chain_steps(torch.stack([thoughts[-1], codes[level]], 1), 1 + 2 * level, cache)
                 predictors.append(out[:, 0])
-                h = out[:, 1]
-            predictors.append(h)  # the output at s_L predicts the de-dup code
+            predictors.append(out[:, 1])  # the output at s_L predicts the de-dup code
         logits = [self.logits(p, hp) for p, hp in enumerate(predictors)]
         return logits, torch.stack(thoughts, 1)
 

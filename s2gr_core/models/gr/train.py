@@ -46,7 +46,15 @@ class Semantic:
     cluster_of_code: torch.Tensor  # (L, K)
 
 
-CHAIN_FIELDS = ("reasoning_first", "level_pos_init", "thought_position", "thought_dropout", "thought_detach")
+CHAIN_FIELDS = (
+    "reasoning_first",
+    "level_pos_init",
+    "thought_position",
+    "thought_dropout",
+    "thought_detach",
+    "thought_source",
+    "thought_norm",
+)
 
 
 def build_spec(cfg: GRConfig, mode: Literal["tiger", "s2gr"], sem: Semantic, max_history: int) -> GRSpec:
