@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from s2gr_core.models.gr import layers
 from s2gr_core.models.gr.beam import DecodingTables
 from s2gr_core.models.gr.decoding import make_step, recommend, reorder_cache
 from s2gr_core.models.gr.layers import Attention, BufferPool, Dims, Dropout, StepCache, attention_dropped, keep_mask
@@ -340,3 +341,20 @@ def test_attention_draws_its_own_mask_in_cpu_training_and_is_sdpa_otherwise() ->
         train_out, attn.out(attention_dropped(q, k, v, mask, False, 0.25).transpose(1, 2).flatten(2))
     )
     assert not torch.allclose(train_out, eval_out)
+
+
+def test_cpu_bf16_attention_runs_as_matmuls_and_agrees_with_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    attn = Attention(Dims(d_model=16, heads=2, head_dim=8, ffn=32, dropout=0.25)).eval().bfloat16()
+    x = torch.randn(6, 3, 16, dtype=torch.bfloat16)  # 3 beams of each of 2 users: a grouped query
+    k, v = attn.project_kv(torch.randn(2, 5, 16, dtype=torch.bfloat16))
+    mask = (torch.arange(5) >= torch.tensor([[0], [2]]))[:, None, None, :]
+    calls = []
+    monkeypatch.setattr(layers, "attention_dropped", lambda *a: calls.append(a) or attention_dropped(*a))
+    out = attn(x, k, v, mask)
+    assert len(calls) == 1 and calls[0][-1] == 0.0  # the matmul path, no dropout
+    q = attn.q(x).view(2, 3, 3, 2, 8).permute(0, 3, 1, 2, 4).reshape(2, 2, 9, 8)
+    sdpa = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+    want = attn.out(sdpa.reshape(2, 2, 3, 3, 8).permute(0, 2, 3, 1, 4).reshape(6, 3, 16).bfloat16())
+    torch.testing.assert_close(out, want, atol=0.02, rtol=0.02)
+    assert not layers.matmul_attends(q.float(), 0.0)  # fp32 evaluation keeps SDPA

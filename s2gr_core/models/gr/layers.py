@@ -62,12 +62,22 @@ class Dropout(nn.Dropout):
         return dropped(x, self.p)
 
 
+def matmul_attends(q: torch.Tensor, p: float) -> bool:
+    """Whether attention runs as :func:`attention_dropped` (batched matmuls) instead of SDPA: where the
+    dropout mask must come from :func:`keep_mask` (:func:`masks_here`), and for bf16 on a CPU, where SDPA's
+    kernel ran 1.4-2.9x slower than the matmuls at decoding's shapes (one query per beam over its few
+    cached steps; a user's beams over its memory tokens): docs/benchmarks.md."""
+    cpu_bf16 = q.dtype == torch.bfloat16 and q.device.type == "cpu" and not torch.compiler.is_compiling()
+    return masks_here(q, p) or cpu_bf16
+
+
 def attention_dropped(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, causal: bool, p: float
 ) -> torch.Tensor:
     """``F.scaled_dot_product_attention`` with dropout p, written out so that the dropout mask of
     the attention weights comes from :func:`dropped`: q (B, H, T, E), k/v (B, H, S, E), mask
-    broadcastable to (B, H, T, S), True = attend -> (B, H, T, E).
+    broadcastable to (B, H, T, S), True = attend -> (B, H, T, E). The softmax runs in fp32 whatever
+    the inputs' precision (as SDPA's does).
 
     With dropout, CPU SDPA runs this same math path anyway, and draws its mask with the serial
     ``bernoulli_`` (at 80 encoder tokens: 256 × 6 × 80 × 80 weights per layer and step).
@@ -77,7 +87,8 @@ def attention_dropped(
         mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=q.device).tril()
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return dropped(scores.softmax(-1), p) @ v
+    weights = scores.softmax(-1, dtype=torch.float32).to(v.dtype)
+    return (dropped(weights, p) if p > 0 else weights) @ v
 
 
 class Attention(nn.Module):
@@ -111,7 +122,7 @@ class Attention(nn.Module):
         group = q.shape[0] // k.shape[0]
         q = rearrange(q, "(b g) h t e -> b h (g t) e", g=group)
         p = self.dropout if self.training else 0.0
-        if masks_here(q, p):
+        if matmul_attends(q, p):
             out = attention_dropped(q, k, v, mask, causal, p)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
