@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -42,11 +44,18 @@ def server(cmd: list[str], health: str, env: dict[str, str], log: Path, timeout:
             time.sleep(1)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
+
+
+def stop(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM a process started in a session of its own; SIGKILL its whole group if it has not exited
+    after ``timeout`` s (a loaded CI machine once kept a Prefect worker shutting down for over 30 s)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def cli(cmd: list[str], root: Path, env: dict[str, str], timeout: float = 300) -> str:
@@ -235,7 +244,12 @@ def test_a_benchmark_grid_runs_on_a_work_pools_workers(tmp_path: Path) -> None:
         cli([prefect, "--no-prompt", "deploy", "--name", "bench-run"], REPO, client_env)
         with open(tmp_path / "worker.log", "w") as out:
             worker = subprocess.Popen(
-                [prefect, "worker", "start", "--pool", "s2gr-bench"], cwd=REPO, env=client_env, stdout=out, stderr=out
+                [prefect, "worker", "start", "--pool", "s2gr-bench"],
+                cwd=REPO,
+                env=client_env,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
             )
         try:
             slow = make_run(tmp_path, "slow", SLOW, str(tmp_path / "slow" / "last.pt"))
@@ -245,8 +259,7 @@ def test_a_benchmark_grid_runs_on_a_work_pools_workers(tmp_path: Path) -> None:
                 with get_client(sync_client=True) as client:
                     flow_runs = [r for r in client.read_flow_runs() if r.deployment_id is not None]
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            stop(worker, 30)
     by_name = {r["name"]: r for r in results}
     assert set(by_name) == {"slow", "fast"} and by_name["slow"]["stopped_at_epoch"] == 2
     assert "stopped_at_epoch" not in by_name["fast"]
