@@ -25,6 +25,7 @@ evaluated on another data version, it is re-scored on the current split through 
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -185,7 +186,7 @@ class Registry:
         its metrics (means on ``registry.split``) under its model id, and link it to its training run."""
         from mlflow.entities import LoggedModelOutput, Metric
 
-        promote = self.mlf.get_run(self.run_id)
+        promote = self.promote_run
         tags = {k: v for k, v in promote.data.tags.items() if not k.startswith("mlflow.")}
         tags |= {"mlflow.parentRunId": self.run_id, "stage": "promote", "model": family}
         tags["mlflow.source.name"] = promote.data.tags.get("mlflow.source.name", "s2gr stage promote")
@@ -208,6 +209,11 @@ class Registry:
             raise
         self.mlf.set_terminated(run_id)
         return Logged(uri, f"runs:/{run_id}/evaluation/{per_user.name}", run_id, trainer)
+
+    @functools.cached_property
+    def promote_run(self) -> Any:
+        """The promote stage's run, read once: each family's run copies its tags and experiment."""
+        return self.mlf.get_run(self.run_id)
 
     def training_run(self, experiment_id: str, family: str, weights_md5: str) -> str | None:
         """The latest finished ``train_<family>`` run that published weights with this md5, or None."""
