@@ -13,6 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 from common import Run, run_all, run_folder, worker_result
 
+REPO = Path(__file__).resolve().parents[1]
+
 # A worker that trains "forever" unless told its budget is the 2 epochs it has checkpointed.
 SLOW = textwrap.dedent(
     """
@@ -221,3 +223,22 @@ def test_a_run_is_reused_only_when_its_finished_training_has_the_same_config(par
     assert gr.trained_as_configured(tmp_path, "s2gr", cfg)
     assert not gr.trained_as_configured(tmp_path, "s2gr", replace(cfg, align_weight=cfg.align_weight + 0.1))
     assert not gr.trained_as_configured(tmp_path, "tiger", cfg)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "bench" / "configs").glob("gr-*.yaml")), ids=lambda p: p.stem)
+def test_every_variant_of_a_frozen_gr_config_is_a_valid_params_section(path: Path) -> None:
+    """Each variant laid over params.yaml as bench/gr.py lays it passes the params checks, so a typo or a
+    bad value fails here, not hours into a grid."""
+    import yaml
+
+    from s2gr_core.config import params_from_dict
+
+    config = yaml.safe_load(path.read_text())
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name, variant in config["variants"].items():
+        fields = dict(variant)
+        mode = fields.pop("mode")
+        assert mode in ("tiger", "s2gr"), f"{path.name}: variant {name} has mode {mode!r}"
+        sections = {**config["semantic"], mode: {**config["model"], **fields, "seed": 0}}
+        built = params_from_dict({**raw, **{k: {**raw[k], **v} for k, v in sections.items()}})
+        assert getattr(built, mode).seed == 0

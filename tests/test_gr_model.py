@@ -155,15 +155,25 @@ def test_auxiliary_terms_with_weight_zero_are_not_computed(
     assert all(p.grad is None for p in model.interest.parameters()) == ("interest" not in computed)
 
 
-def test_cross_attention_memory_is_laid_out_once_for_every_decoder_pass() -> None:
-    """In training, memory_cache hands out contiguous (B, H, S, E) keys/values, the projection's own values."""
+@pytest.mark.parametrize(
+    ("training", "precision", "contiguous"),
+    [(True, "fp32", True), (False, "bf16", True), (False, "fp32", False)],
+    ids=["training", "bf16-decoding", "fp32-decoding"],
+)
+def test_cross_attention_memory_is_laid_out_once_where_matmuls_read_it(
+    training: bool, precision: str, contiguous: bool
+) -> None:
+    """memory_cache hands out contiguous (B, H, S, E) keys/values, the projection's own values, where
+    attention runs as batched matmuls (training, bf16 on a CPU); fp32 decoding's SDPA gets the views."""
     sids = catalogue()
-    model = tiny(sids, mode="s2gr")
+    model = tiny(sids, mode="s2gr").train(training)
     hist, _ = histories(sids)
-    memory, _ = model.encode(hist)
-    for layer, (k, v) in zip(model.decoder, model.memory_cache(memory, model.decoder), strict=True):
-        assert k.is_contiguous() and v.is_contiguous()
-        ref_k, ref_v = layer.cross_attn.project_kv(memory)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        memory, _ = model.encode(hist)
+        kv = model.memory_cache(memory, model.decoder)
+        refs = [layer.cross_attn.project_kv(memory) for layer in model.decoder]
+    for (k, v), (ref_k, ref_v) in zip(kv, refs, strict=True):
+        assert k.is_contiguous() == v.is_contiguous() == contiguous
         torch.testing.assert_close(k, ref_k, rtol=0, atol=0)
         torch.testing.assert_close(v, ref_v, rtol=0, atol=0)
 

@@ -23,7 +23,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from s2gr_core.models.gr.layers import BufferPool, DecoderLayer, Dims, Dropout, EncoderLayer, StepCache
+from s2gr_core.models.gr.layers import (
+    BufferPool,
+    DecoderLayer,
+    Dims,
+    Dropout,
+    EncoderLayer,
+    StepCache,
+    matmul_attends,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,14 +145,17 @@ class SeqToSID(nn.Module):
         return self.enc_norm(x), mask
 
     def memory_cache(self, memory: torch.Tensor, layers: nn.ModuleList) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Each layer's cross-attention keys, values (B, H, S, E); contiguous in training mode.
+        """Each layer's cross-attention keys, values (B, H, S, E); contiguous in training mode and
+        wherever attention runs as batched matmuls (bf16 on a CPU).
 
-        CPU training attends through batched matmuls (:func:`attention_dropped`), which copy a permuted
-        view on every read, and S2GR's teacher forcing reads them in 4 passes (TIGER's in 1). Laid out
-        once (and with zero-weight losses skipped) S2GR's fp32 CPU training ran 1.26x faster (docs/benchmarks.md).
-        Decoding's SDPA reads the views as they are."""
+        Batched matmuls (:func:`attention_dropped`) copy a permuted view on every read: S2GR's teacher
+        forcing reads the keys in 4 passes (TIGER's in 1), and decoding once per step. Laid out once (and
+        with zero-weight losses skipped) S2GR's fp32 CPU training ran 1.26x faster, and bf16 CPU decoding
+        5-10% (docs/benchmarks.md). fp32 decoding's SDPA reads the views as they are, no slower."""
         kv = [layer.cross_attn.project_kv(memory) for layer in layers]
-        return [(k.contiguous(), v.contiguous()) for k, v in kv] if self.training else kv
+        if self.training or (kv and matmul_attends(kv[0][0], 0.0)):
+            return [(k.contiguous(), v.contiguous()) for k, v in kv]
+        return kv
 
     # ---- decoder -------------------------------------------------------------------------
     def code_embedding(self, position: int, codes: torch.Tensor) -> torch.Tensor:
