@@ -35,6 +35,7 @@ from s2gr_core.cores import available_cores  # noqa: E402
 from tasks.dvc import core_limit, run_dvc_stage, stage_dag  # noqa: E402
 
 FETCH_STAGE = "fetch"
+VALIDATE_STAGE = "validate"  # its inputs are the data version a pipeline run used
 PROMOTION = "reports/promotion.md"
 MODEL_TABLE = "reports/models.md"
 
@@ -58,6 +59,7 @@ def s2gr_pipeline(
     """
     from s2gr.tracking import end_run, start_pipeline_run
     from s2gr_core.config import load_params
+    from s2gr_core.stages import get_stage
 
     root = env.find_root()
     env.configure(root)
@@ -99,7 +101,8 @@ def s2gr_pipeline(
                 outcome[stage] = {"stage": stage, "status": "not run" if future is None else "FAILED", "seconds": ""}
     finally:
         ok = len(outcome) == len(dag) and all(r["status"] in ("ran", "skipped") for r in outcome.values())
-        end_run(root, parent, ok)
+        validated = {role: root / path for role, path in get_stage(VALIDATE_STAGE).deps.items()}
+        end_run(root, parent, ok, inputs=validated)
         create_markdown_artifact(
             key="s2gr-pipeline-summary",
             markdown=summary(params.data.name, parent, jobs, outcome, root if ok else None),

@@ -155,8 +155,40 @@ def start_pipeline_run(root: Path, experiment: str, dataset: str, trigger: str, 
     return run.info.run_id
 
 
-def end_run(root: Path, run_id: str, ok: bool) -> None:
-    client(root).set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+def end_run(root: Path, run_id: str, ok: bool, inputs: dict[str, Path] | None = None) -> None:
+    """Close a pipeline run; ``inputs`` (role -> path) are logged on it first as its dataset inputs."""
+    mlf = client(root)
+    if inputs:
+        try:
+            log_dataset_inputs(mlf, run_id, root, inputs)
+        except Exception as exc:  # the run's status matters more than its input list
+            print(f"warning: MLflow run {run_id}: its dataset inputs were not logged: {exc}", file=sys.stderr)
+    mlf.set_terminated(run_id, status="FINISHED" if ok else "FAILED")
+
+
+def log_dataset_inputs(mlf: Any, run_id: str, root: Path, deps: dict[str, Path]) -> None:
+    """Each existing path of ``deps`` (role -> path) as an MLflow dataset input of the run: the path
+    relative to ``root`` as name, the hash DVC records for it as digest (so a run names the data version it
+    used), the role as context. A path that does not exist is skipped, not invented."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for role, path in deps.items():
+        if not path.exists():
+            continue
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        size = sum(p.stat().st_size for p in tree_files(path))
+        dataset = Dataset(
+            name=rel,
+            digest=dvc_digest(path),
+            source_type="local",
+            source=json.dumps({"uri": rel}),
+            profile=json.dumps({"bytes": size}),
+        )
+        inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, role)]))
+    if inputs:
+        mlf.log_inputs(run_id, datasets=inputs)
 
 
 @dataclass(slots=True)
@@ -283,27 +315,8 @@ class StageRun:
         self.started = time.time()
 
     def log_inputs(self, deps: dict[str, Path]) -> None:
-        """Each input the stage reads as an MLflow dataset input: its path as name, the hash DVC records
-        for it as digest (so a run names the data version it used), the stage's name for it as context."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-
-        inputs = []
-        for role, path in deps.items():
-            if not path.exists():
-                continue
-            rel = path.relative_to(self.root).as_posix() if path.is_relative_to(self.root) else str(path)
-            size = sum(p.stat().st_size for p in tree_files(path))
-            dataset = Dataset(
-                name=rel,
-                digest=dvc_digest(path),
-                source_type="local",
-                source=json.dumps({"uri": rel}),
-                profile=json.dumps({"bytes": size}),
-            )
-            inputs.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, role)]))
-        if inputs:
-            self.mlf.log_inputs(self.run_id, datasets=inputs)
+        """What the stage reads, as MLflow dataset inputs of its run (:func:`log_dataset_inputs`)."""
+        log_dataset_inputs(self.mlf, self.run_id, self.root, deps)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Per-step curves (e.g. one point per epoch) on the stage run: the Reporter hook.

@@ -171,6 +171,24 @@ def test_experiments_are_marked_as_model_development(tmp_path: Path, monkeypatch
     assert mlf.get_experiment(older).tags[key] == kind
 
 
+def test_a_pipeline_run_ends_naming_the_data_it_ran_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """end_run logs the given inputs on the parent run (a missing one skipped), then closes it."""
+    from s2gr.tracking import client, dvc_digest, end_run, start_pipeline_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "data" / "staged").mkdir(parents=True)
+    (tmp_path / "data" / "staged" / "interactions.parquet").write_bytes(b"PAR1 rows")
+    run_id = start_pipeline_run(tmp_path, "s2gr", "ml-100k", trigger="test")
+    staged = {"staged_interactions": "interactions.parquet", "staged_items": "items.parquet"}
+    end_run(tmp_path, run_id, ok=True, inputs={k: tmp_path / "data" / "staged" / v for k, v in staged.items()})
+    run = client(tmp_path).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    (logged,) = run.inputs.dataset_inputs
+    assert logged.dataset.name == "data/staged/interactions.parquet"
+    assert logged.dataset.digest == dvc_digest(tmp_path / "data" / "staged" / "interactions.parquet")
+    assert [(t.key, t.value) for t in logged.tags] == [("mlflow.data.context", "staged_interactions")]
+
+
 def test_stage_inputs_are_logged_as_datasets_with_dvcs_own_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

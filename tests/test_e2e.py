@@ -98,6 +98,10 @@ def test_pipeline_through_prefect_and_dvc(project: Path, data_dir: Path) -> None
     pages = list((project / "mlartifacts").rglob("validation.html"))
     assert pages and "PASSED" in pages[0].read_text()
     assert_inputs_are_dvc_versions(project, kids)
+    # the parent names the data version the run validated
+    ingested = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["ingest"]["outs"]
+    locked = {o["path"]: o["md5"] for o in ingested}
+    assert {d.dataset.name: d.dataset.digest for d in parent.inputs.dataset_inputs} == locked
     assert_registered(project)
     assert_the_mlflow_ui_shows_the_runs(project, parent.info.run_name)
 
