@@ -102,8 +102,10 @@ def s2gr_pipeline(
     finally:
         ok = len(outcome) == len(dag) and all(r["status"] in ("ran", "skipped") for r in outcome.values())
         # a run that stops before validate has no data version of its own to name
-        validated = {role: root / path for role, path in get_stage(VALIDATE_STAGE).deps.items()}
-        end_run(root, parent, ok, inputs=validated if VALIDATE_STAGE in dag else None)
+        validated = None
+        if VALIDATE_STAGE in dag:
+            validated = {role: root / path for role, path in get_stage(VALIDATE_STAGE).deps.items()}
+        end_run(root, parent, ok, inputs=validated)
         create_markdown_artifact(
             key="s2gr-pipeline-summary",
             markdown=summary(params.data.name, parent, jobs, outcome, root if ok else None),
