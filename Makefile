@@ -23,7 +23,7 @@ export PATH := $(BIN):$(PATH)
 # subprocesses, so two workers on two cores took 11m25s where one process took 19m26s (measured).
 TEST_JOBS ?= auto
 
-.PHONY: help install lock run flow test test-fast lint plots mlflow-ui prefect-server deploy worker bench-worker clean
+.PHONY: help install lock run flow test test-fast test-slow lint plots mlflow-ui prefect-server deploy worker bench-worker clean
 
 help:  ## list the targets, in the order a newcomer needs them
 	@awk 'BEGIN {FS = ":.*## "} /^##@ / {printf "\n%s\n", substr($$0, 5)} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -85,6 +85,9 @@ lock:  ## re-resolve pyproject.toml in a scratch venv and rewrite requirements.l
 
 test-fast: install  ## unit tests only (no end-to-end pipeline, no servers)
 	$(BIN)/python -m pytest -n $(TEST_JOBS) -m "not e2e and not servers and not team"
+
+test-slow: install  ## the slower tier: the team profile on a real S3 engine (SeaweedFS, installed into the venv)
+	$(BIN)/python -m pytest -m slow_tier
 
 lint: install  ## ruff
 	$(BIN)/ruff check s2gr s2gr_core flows tasks tests bench infra

