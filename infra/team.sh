@@ -90,9 +90,14 @@ start_s3() {  # the S3 store in its own process group (stop kills the group)
   local weed p=$WEED_PORT; weed=$(weed_bin)
   mkdir -p "$STATE/s3/data"
   # its only identity: the team's credentials (the file holds the secret: owner-only)
-  (umask 077; printf '{"identities": [{"name": "s2gr", "credentials": [{"accessKey": "%s", "secretKey": "%s"}],
-  "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" \
-    >"$STATE/s3/identities.json")
+  (umask 077; "$BIN/python" - "$STATE/s3/identities.json" <<'EOF'
+import json, os, sys
+keys = {"accessKey": os.environ["AWS_ACCESS_KEY_ID"], "secretKey": os.environ["AWS_SECRET_ACCESS_KEY"]}
+identity = {"name": "s2gr", "credentials": [keys], "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+with open(sys.argv[1], "w") as out:
+    json.dump({"identities": [identity]}, out)
+EOF
+  )
   # every listener on 127.0.0.1 and a known port; the Iceberg and Lance catalogues off; unix sockets in
   # the state folder where SeaweedFS lets them be placed (master and volume gRPC sockets stay in /tmp)
   setsid "$weed" server -ip=127.0.0.1 -ip.bind=127.0.0.1 -dir="$STATE/s3/data" \
