@@ -68,12 +68,18 @@ def team(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     ensure_postgresql()
     if request.param == "seaweedfs":
         ensure_seaweedfs()
-    ports = {f"TEAM_{name}_PORT": str(free_port()) for name in ("PG", "S3", "MLFLOW", "PREFECT")}
+    weed = free_ports(7)
+    ports: dict[str, str] = {}
+    for name in ("PG", "S3", "MLFLOW", "PREFECT"):
+        port = free_port()
+        while weed <= port < weed + 7:  # the OS may hand out one of SeaweedFS's ports: draw again
+            port = free_port()
+        ports[f"TEAM_{name}_PORT"] = str(port)
     env = {
         **os.environ,
         "TEAM_STATE": str(tmp_path_factory.mktemp("team")),
         "TEAM_S3_ENGINE": request.param,
-        "TEAM_WEED_PORT": str(free_ports(7)),
+        "TEAM_WEED_PORT": str(weed),
         **ports,
     }
     started = subprocess.run([str(TEAM), "start"], env=env, capture_output=True, text=True, timeout=300, check=False)
