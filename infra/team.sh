@@ -117,8 +117,7 @@ stop_group() {  # name: TERM its process group, KILL what is left after 15 s (Se
   rm -f "$STATE/$1.pid"
   if [ "$1" = s3 ] && [ "$S3_ENGINE" = seaweedfs ]; then  # the gRPC sockets it leaves in /tmp
     rm -f "/tmp/seaweedfs-master-grpc-$((WEED_PORT + 1)).sock" "/tmp/seaweedfs-volume-grpc-$((WEED_PORT + 3)).sock" \
-      "/tmp/seaweedfs-filer-grpc-$((WEED_PORT + 5)).sock" "/tmp/seaweedfs-s3-grpc-$((WEED_PORT + 6)).sock" \
-      "/tmp/seaweedfs-s3-$S3_PORT.sock"
+      "/tmp/seaweedfs-filer-grpc-$((WEED_PORT + 5)).sock" "/tmp/seaweedfs-s3-grpc-$((WEED_PORT + 6)).sock"
   fi
   echo "$1 stopped"
 }

@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> int:
-    """The first of ``count`` consecutive free loopback ports (SeaweedFS's internal listeners)."""
+    """The first of ``count`` consecutive free loopback ports."""
     for _ in range(100):
         first = free_port()
         if first + count > 65536:
@@ -68,20 +68,11 @@ def team(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     ensure_postgresql()
     if request.param == "seaweedfs":
         ensure_seaweedfs()
-    weed = free_ports(7)
-    ports: dict[str, str] = {}
-    for name in ("PG", "S3", "MLFLOW", "PREFECT"):
-        port = free_port()
-        while weed <= port < weed + 7:  # the OS may hand out one of SeaweedFS's ports: draw again
-            port = free_port()
-        ports[f"TEAM_{name}_PORT"] = str(port)
-    env = {
-        **os.environ,
-        "TEAM_STATE": str(tmp_path_factory.mktemp("team")),
-        "TEAM_S3_ENGINE": request.param,
-        "TEAM_WEED_PORT": str(weed),
-        **ports,
-    }
+    # one block of free ports, so no two services can be handed the same one: PG, S3, MLflow, Prefect,
+    # then SeaweedFS's seven internal listeners
+    first = free_ports(11)
+    ports = {f"TEAM_{name}_PORT": str(first + i) for i, name in enumerate(("PG", "S3", "MLFLOW", "PREFECT", "WEED"))}
+    env = {**os.environ, "TEAM_STATE": str(tmp_path_factory.mktemp("team")), "TEAM_S3_ENGINE": request.param, **ports}
     started = subprocess.run([str(TEAM), "start"], env=env, capture_output=True, text=True, timeout=300, check=False)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
